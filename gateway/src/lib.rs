@@ -1,0 +1,372 @@
+//! app-gateway: the HTTP face of ticketmesh. Verifies PETZI webhooks and hands
+//! them to the event service over gRPC; serves the stored tickets and stats
+//! from the storage service; reports health, readiness and metrics.
+
+pub mod error;
+pub mod render;
+pub mod signature;
+pub mod trace;
+
+use std::{
+    future::Future,
+    sync::{Arc, LazyLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{MatchedPath, Path, Query, Request, State, rejection::QueryRejection},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use clap::Parser;
+use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use ticketmesh_proto::v1::{
+    EventType, GetStatsRequest, GetTicketRequest, IngestWebhookRequest, ListTicketsRequest,
+    event_service_client::EventServiceClient, storage_service_client::StorageServiceClient,
+};
+use ticketmesh_runtime::{admin, grpc, metrics};
+
+use crate::{
+    error::AppError,
+    signature::{Signature, SignatureError},
+};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "app-gateway", version, about = "ticketmesh HTTP gateway")]
+pub struct Args {
+    /// Address of the HTTP server.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: String,
+    /// The event service's gRPC URL.
+    #[arg(long, env = "EVENT_URL", default_value = "http://127.0.0.1:50051")]
+    pub event_url: String,
+    /// The storage service's gRPC URL (for the /api reads).
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50053")]
+    pub storage_url: String,
+    /// The secret PETZI signs webhooks with (HMAC-SHA256).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: String,
+    /// Largest accepted distance between a signature's timestamp and now.
+    #[arg(long, env = "SIGNATURE_TOLERANCE", default_value = "30s", value_parser = ticketmesh_runtime::parse_duration)]
+    pub signature_tolerance: Duration,
+    /// Largest accepted webhook body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deadline of each gRPC call to the event and storage services.
+    #[arg(long, env = "GRPC_TIMEOUT", default_value = "10s", value_parser = ticketmesh_runtime::parse_duration)]
+    pub grpc_timeout: Duration,
+}
+
+struct Inner {
+    event: EventServiceClient<Channel>,
+    storage: StorageServiceClient<Channel>,
+    event_channel: Channel,
+    storage_channel: Channel,
+    secret: Vec<u8>,
+    tolerance_secs: u64,
+    max_body_bytes: usize,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(args: &Args) -> anyhow::Result<Self> {
+        if args.webhook_secret.is_empty() {
+            anyhow::bail!("WEBHOOK_SECRET must not be empty");
+        }
+        let event_channel = grpc::channel(&args.event_url, args.grpc_timeout)?;
+        let storage_channel = grpc::channel(&args.storage_url, args.grpc_timeout)?;
+        Ok(Self(Arc::new(Inner {
+            event: EventServiceClient::new(event_channel.clone()),
+            storage: StorageServiceClient::new(storage_channel.clone()),
+            event_channel,
+            storage_channel,
+            secret: args.webhook_secret.as_bytes().to_vec(),
+            tolerance_secs: args.signature_tolerance.as_secs(),
+            max_body_bytes: args.max_body_bytes,
+            timeout: args.grpc_timeout,
+        })))
+    }
+}
+
+static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec("http_requests_total", "HTTP requests by method, route and status", &[
+        "method",
+        "route",
+        "status_code",
+    ])
+});
+static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    metrics::histogram_vec(
+        "http_request_duration_seconds",
+        "HTTP request latency by method and route",
+        &["method", "route"],
+        prometheus::DEFAULT_BUCKETS.to_vec(),
+    )
+});
+static ACTIVE: LazyLock<IntGauge> =
+    LazyLock::new(|| metrics::gauge("active_connections", "HTTP requests in flight"));
+static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        "webhook_requests_total",
+        "Webhooks by outcome: accepted, duplicate, or the error code",
+        &["status"],
+    )
+});
+static WEBHOOK_TIME: LazyLock<Histogram> = LazyLock::new(|| {
+    metrics::histogram(
+        "webhook_processing_time_seconds",
+        "Time from receiving a webhook to answering it",
+        prometheus::DEFAULT_BUCKETS.to_vec(),
+    )
+});
+static WEBHOOK_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    metrics::histogram(
+        "webhook_payload_size_bytes",
+        "Size of verified webhook bodies",
+        prometheus::exponential_buckets(256.0, 2.0, 11).unwrap_or_default(),
+    )
+});
+
+/// The router, with its state: what `serve` runs and what tests drive.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/webhook", post(webhook))
+        .route("/api/tickets", get(list_tickets))
+        .route("/api/tickets/{number}", get(get_ticket))
+        .route("/api/stats", get(stats))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(admin::metrics_handler))
+        .fallback(|| async { AppError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        .layer(middleware::from_fn(http_metrics))
+        .layer(middleware::from_fn(trace::layer))
+        .with_state(state)
+}
+
+async fn http_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    ACTIVE.inc();
+    let response = next.run(request).await;
+    ACTIVE.dec();
+    HTTP_REQUESTS.with_label_values(&[&method, &route, response.status().as_str()]).inc();
+    HTTP_DURATION.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, AppError> {
+    let started = Instant::now();
+    let result = accept_webhook(&state.0, &headers, body).await;
+    let outcome = match &result {
+        Ok(v) if v["duplicate"] == true => "duplicate",
+        Ok(_) => "accepted",
+        Err(e) => e.code,
+    };
+    WEBHOOKS.with_label_values(&[outcome]).inc();
+    WEBHOOK_TIME.observe(started.elapsed().as_secs_f64());
+    result.map(Json)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn signature_error(e: &SignatureError) -> AppError {
+    let code = match e {
+        SignatureError::Missing => "missing_signature",
+        SignatureError::Malformed(_) => "malformed_signature",
+        SignatureError::OutsideTolerance { .. } => "timestamp_out_of_tolerance",
+        SignatureError::Mismatch => "invalid_signature",
+    };
+    AppError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The webhook contract, checked cheapest first: media type, version and
+/// signature header before the body is read; size while reading; the HMAC
+/// over the raw bytes; then the event service parses and stores.
+async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Value, AppError> {
+    if !is_json(headers) {
+        return Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    if let Some(version) = headers.get("petzi-version")
+        && version.as_bytes().trim_ascii() != b"2"
+    {
+        return Err(AppError::bad_request("unsupported_version", "Petzi-Version must be 2"));
+    }
+    let header = headers.get("petzi-signature").map(|v| v.to_str().unwrap_or("\u{0}"));
+    let signature = Signature::parse(header.ok_or(SignatureError::Missing).map_err(|e| signature_error(&e))?)
+        .map_err(|e| signature_error(&e))?;
+    let too_large = || {
+        AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {} bytes", state.max_body_bytes),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<axum::extract::rejection::LengthLimitError>()) {
+            too_large()
+        } else {
+            AppError::bad_request("unreadable_body", format!("the body could not be read: {e}"))
+        }
+    })?;
+    signature
+        .verify(&state.secret, &body, unix_now(), state.tolerance_secs)
+        .map_err(|e| signature_error(&e))?;
+    WEBHOOK_SIZE.observe(body.len() as f64);
+    let now = SystemTime::now();
+    let request = IngestWebhookRequest {
+        body: body.to_vec(),
+        signed_at: Some(prost_types::Timestamp { seconds: signature.timestamp, nanos: 0 }),
+        received_at: Some(now.into()),
+    };
+    let accepted = state
+        .event
+        .clone()
+        .ingest_webhook(grpc::with_deadline(request, state.timeout))
+        .await
+        .map_err(|s| AppError::from_grpc("the event service", &s))?
+        .into_inner();
+    Ok(json!({
+        "status": "accepted",
+        "delivery_id": accepted.delivery_id,
+        "duplicate": accepted.duplicate,
+        "ticket_number": accepted.ticket_number,
+        "event": match accepted.event_type() {
+            EventType::TicketUpdated => "ticket_updated",
+            _ => "ticket_created",
+        },
+        "trace_id": trace::current(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    category: Option<String>,
+    #[serde(rename = "type")]
+    ticket_type: Option<String>,
+    event_id: Option<i64>,
+    page_size: Option<i32>,
+    page_token: Option<String>,
+}
+
+async fn list_tickets(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Query(p) = params.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let request = ListTicketsRequest {
+        page_size: p.page_size.unwrap_or(0),
+        page_token: p.page_token.unwrap_or_default(),
+        category: p.category.unwrap_or_default(),
+        r#type: p.ticket_type.unwrap_or_default(),
+        event_id: p.event_id,
+    };
+    if !(0..=500).contains(&request.page_size) {
+        return Err(AppError::bad_request("invalid_query", "page_size must be between 1 and 500"));
+    }
+    let page = state
+        .0
+        .storage
+        .clone()
+        .list_tickets(grpc::with_deadline(request, state.0.timeout))
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::InvalidArgument => AppError::bad_request("invalid_query", s.message()),
+            _ => AppError::from_grpc("the storage service", &s),
+        })?
+        .into_inner();
+    Ok(Json(json!({
+        "tickets": page.tickets.iter().map(render::ticket).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
+    })))
+}
+
+async fn get_ticket(State(state): State<AppState>, Path(number): Path<String>) -> Result<Json<Value>, AppError> {
+    let ticket = state
+        .0
+        .storage
+        .clone()
+        .get_ticket(grpc::with_deadline(GetTicketRequest { number }, state.0.timeout))
+        .await
+        .map_err(|s| AppError::from_grpc("the storage service", &s))?
+        .into_inner();
+    Ok(Json(render::ticket(&ticket)))
+}
+
+async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let stats = state
+        .0
+        .storage
+        .clone()
+        .get_stats(grpc::with_deadline(GetStatsRequest {}, state.0.timeout))
+        .await
+        .map_err(|s| AppError::from_grpc("the storage service", &s))?
+        .into_inner();
+    Ok(Json(render::stats(&stats)))
+}
+
+/// Ready only while both services this gateway calls answer SERVING.
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let timeout = Duration::from_secs(1);
+    let (event, storage) = tokio::join!(
+        grpc::is_serving(state.0.event_channel.clone(), "ticketmesh.v1.EventService", timeout),
+        grpc::is_serving(state.0.storage_channel.clone(), "ticketmesh.v1.StorageService", timeout),
+    );
+    let word = |up: bool| if up { "serving" } else { "not_serving" };
+    let status = if event && storage { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"ready": event && storage, "dependencies": {"event": word(event), "storage": word(storage)}});
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, error::RETRY_AFTER_SECS.into());
+    }
+    response
+}
+
+/// Serves the gateway on an already bound listener until `shutdown`; requests
+/// in flight then finish before this returns.
+pub async fn serve(
+    args: Args,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState::new(&args)?;
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

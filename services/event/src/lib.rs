@@ -1,0 +1,169 @@
+//! app-event: the business entry point. Turns verified PETZI deliveries into
+//! typed `TicketEvent`s and has storage keep them; reports SERVING only while
+//! storage does.
+
+pub mod petzi;
+
+use std::{future::Future, time::Duration};
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use ticketmesh_proto::v1::{
+    HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse,
+    RecordSnsNotificationRequest, RecordSnsNotificationResponse, SaveEventRequest, TicketEvent,
+    event_service_server::{EventService, EventServiceServer},
+    storage_service_client::StorageServiceClient,
+};
+use ticketmesh_runtime::{
+    admin,
+    grpc::{self, GrpcServer, with_deadline},
+};
+use tonic::transport::Channel;
+
+/// The error domain in `google.rpc.ErrorInfo` details.
+pub const ERROR_DOMAIN: &str = "ticketmesh.v1.EventService";
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "app-event", version, about = "ticketmesh event service (gRPC)")]
+pub struct Args {
+    /// Address of the gRPC server.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: String,
+    /// Address of the admin HTTP server (/health, /ready, /metrics).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9001")]
+    pub admin_addr: String,
+    /// The storage service's gRPC URL.
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50053")]
+    pub storage_url: String,
+    /// Deadline of each call to storage.
+    #[arg(long, env = "STORAGE_TIMEOUT", default_value = "5s", value_parser = humantime_duration)]
+    pub storage_timeout: Duration,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    ticketmesh_runtime::parse_duration(s)
+}
+
+#[derive(Clone)]
+pub struct Events {
+    storage: StorageServiceClient<Channel>,
+    storage_timeout: Duration,
+}
+
+impl Events {
+    pub fn new(args: &Args) -> anyhow::Result<Self> {
+        let channel = grpc::channel(&args.storage_url, args.storage_timeout)?;
+        Ok(Self { storage: StorageServiceClient::new(channel), storage_timeout: args.storage_timeout })
+    }
+}
+
+fn invalid_payload(error: &petzi::PayloadError) -> Status {
+    let (reason, field) = match error {
+        petzi::PayloadError::InvalidJson(_) => ("INVALID_JSON", "body"),
+        petzi::PayloadError::InvalidField { field, .. } => ("INVALID_PAYLOAD", field.as_str()),
+    };
+    let mut details = ErrorDetails::with_bad_request_violation(field, error.to_string());
+    details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
+    Status::with_error_details(Code::InvalidArgument, error.to_string(), details)
+}
+
+/// Storage's failures as this service's callers should see them: anything
+/// transient stays UNAVAILABLE (retry later), a deadline stays a deadline.
+fn from_storage(status: Status) -> Status {
+    match status.code() {
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown => {
+            Status::unavailable(format!("storage unavailable: {}", status.message()))
+        }
+        Code::DeadlineExceeded | Code::Cancelled => {
+            Status::deadline_exceeded(format!("storage did not answer in time: {}", status.message()))
+        }
+        _ => status,
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for Events {
+    async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        Err(Status::unimplemented("Hello needs the notifier, which does not publish yet"))
+    }
+
+    async fn ingest_webhook(
+        &self,
+        request: Request<IngestWebhookRequest>,
+    ) -> Result<Response<IngestWebhookResponse>, Status> {
+        let request = request.into_inner();
+        let delivery = petzi::parse(&request.body).map_err(|e| invalid_payload(&e))?;
+        let delivery_id = petzi::delivery_id(&request.body);
+        let ticket_number = delivery.ticket.number.clone();
+        let event_type = delivery.event_type;
+        let event = TicketEvent {
+            delivery_id: delivery_id.clone(),
+            r#type: event_type.into(),
+            ticket: Some(delivery.ticket),
+            buyer: Some(delivery.buyer),
+            received_at: request.received_at,
+            signed_at: request.signed_at,
+        };
+        let saved = self
+            .storage
+            .clone()
+            .save_event(with_deadline(
+                SaveEventRequest { event: Some(event), payload: request.body },
+                self.storage_timeout,
+            ))
+            .await
+            .map_err(from_storage)?
+            .into_inner();
+        tracing::info!(
+            delivery_id = %delivery_id,
+            ticket = %ticket_number,
+            duplicate = saved.duplicate,
+            "delivery stored"
+        );
+        Ok(Response::new(IngestWebhookResponse {
+            delivery_id,
+            duplicate: saved.duplicate,
+            ticket_number,
+            event_type: event_type.into(),
+        }))
+    }
+
+    async fn record_sns_notification(
+        &self,
+        _: Request<RecordSnsNotificationRequest>,
+    ) -> Result<Response<RecordSnsNotificationResponse>, Status> {
+        Err(Status::unimplemented("SNS notifications are not recorded yet"))
+    }
+}
+
+/// Serves the event service on already bound listeners until `shutdown`.
+pub async fn serve(
+    args: Args,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let events = Events::new(&args)?;
+    let server = GrpcServer::new(&["ticketmesh.v1.EventService"]).await?;
+    let health = server.health();
+    let storage_channel = grpc::channel(&args.storage_url, Duration::from_secs(1))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(grpc::follow_dependency(
+        storage_channel,
+        "ticketmesh.v1.StorageService",
+        health.clone(),
+        stop_rx.clone(),
+    ));
+    let admin = tokio::spawn(admin::serve(admin_listener, health.readiness(), wait_for(stop_rx)));
+    let result = server.add_service(EventServiceServer::new(events)).serve(grpc_listener, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    admin.await??;
+    result
+}
+
+async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}

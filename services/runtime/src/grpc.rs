@@ -1,0 +1,160 @@
+//! gRPC plumbing shared by the services: a server with health and reflection
+//! (v1 and v1alpha) already mounted, and lazily connecting client channels
+//! with a deadline on every call.
+
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::RoutesBuilder,
+    transport::{Channel, Endpoint, Server},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::Readiness;
+
+/// Health of a gRPC server, kept in step with its `/ready`: one switch sets
+/// the overall status ("") and every named service's.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Arc<[&'static str]>,
+    ready: Readiness,
+}
+
+impl Health {
+    /// Sets SERVING or NOT_SERVING; logs only when the status changes.
+    pub async fn set_serving(&self, serving: bool) {
+        if self.ready.get() != serving {
+            if serving {
+                tracing::info!(services = ?self.services, "serving");
+            } else {
+                tracing::warn!(services = ?self.services, "not serving");
+            }
+        }
+        self.ready.set(serving);
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for name in self.services.iter().copied().chain([""]) {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
+    }
+}
+
+/// A tonic server with `grpc.health.v1.Health` and reflection mounted.
+pub struct GrpcServer {
+    routes: RoutesBuilder,
+    health: Health,
+}
+
+impl GrpcServer {
+    /// `services` are the fully qualified names health reports on; all start
+    /// NOT_SERVING until the caller says otherwise.
+    pub async fn new(services: &[&'static str]) -> anyhow::Result<Self> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(ticketmesh_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        routes.add_service(reflection().build_v1()?);
+        routes.add_service(reflection().build_v1alpha()?);
+        let health = Health { reporter, services: services.into(), ready: Readiness::default() };
+        health.set_serving(false).await;
+        Ok(Self { routes, health })
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http_request::Request, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        Server::builder()
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+mod http_request {
+    pub type Request = axum::http::Request<super::Body>;
+}
+
+/// A client channel that connects on first use (so a peer that is not up yet
+/// does not stop the caller from starting) and reconnects by itself. Every
+/// call on it is bounded by `deadline`.
+pub fn channel(uri: &str, deadline: Duration) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(uri.to_owned())
+        .map_err(|e| anyhow::anyhow!("invalid gRPC address {uri:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2).min(deadline))
+        .timeout(deadline)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10));
+    Ok(endpoint.connect_lazy())
+}
+
+/// Sets the gRPC deadline header on an outgoing request, so the server
+/// stops working on it when the caller has given up.
+pub fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+/// Asks a peer's `grpc.health.v1.Health` whether `service` is SERVING.
+/// Any error, NOT_SERVING or no answer within `timeout` counts as no.
+pub async fn is_serving(channel: Channel, service: &str, timeout: Duration) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let request = with_deadline(HealthCheckRequest { service: service.to_owned() }, timeout);
+    let answer = tokio::time::timeout(timeout, HealthClient::new(channel).check(request)).await;
+    matches!(answer, Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+}
+
+/// Keeps `health` in step with a dependency's health until `stop` turns true:
+/// this service serves exactly while the one it needs does.
+pub async fn follow_dependency(
+    channel: Channel,
+    service: &'static str,
+    health: Health,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let serving = is_serving(channel.clone(), service, Duration::from_secs(1)).await;
+        health.set_serving(serving).await;
+        let pause = if serving { Duration::from_secs(2) } else { Duration::from_millis(500) };
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Redis cache-aside for single tickets and the stats. Best effort by design:
+//! every call is bounded by a short timeout, and any Redis failure is counted
+//! and then ignored, so reads fall back to the database.
+
+use std::{sync::LazyLock, time::Duration};
+
+use prometheus::IntCounterVec;
+use ticketmesh_runtime::metrics;
+use redis::{AsyncCommands, aio::ConnectionManager};
+
+static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        "cache_requests_total",
+        "Cache lookups and writes, by operation and result (hit, miss, stored, error)",
+        &["op", "result"],
+    )
+});
+
+static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        "cache_errors_total",
+        "Cache operations that failed or timed out (the read fell back to the database)",
+        &["op"],
+    )
+});
+
+#[derive(Clone)]
+pub struct Cache {
+    conn: ConnectionManager,
+    prefix: String,
+    ttl_secs: u64,
+    timeout: Duration,
+}
+
+pub const STATS: &str = "stats";
+
+impl Cache {
+    /// Prepares a connection that is made on first use and remade after a
+    /// failure; Redis being down at start is not an error.
+    pub fn new(url: &str, prefix: &str, ttl: Duration, timeout: Duration) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL {url:?} is not a Redis URL: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { conn, prefix: prefix.to_owned(), ttl_secs: ttl.as_secs().max(1), timeout })
+    }
+
+    pub fn ticket_key(&self, number: &str) -> String {
+        format!("{}:ticket:{number}", self.prefix)
+    }
+
+    pub fn stats_key(&self) -> String {
+        format!("{}:{STATS}", self.prefix)
+    }
+
+    pub async fn get(&self, op: &'static str, key: &str) -> Option<Vec<u8>> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, conn.get::<_, Option<Vec<u8>>>(key)).await {
+            Ok(Ok(Some(value))) => {
+                REQUESTS.with_label_values(&[op, "hit"]).inc();
+                Some(value)
+            }
+            Ok(Ok(None)) => {
+                REQUESTS.with_label_values(&[op, "miss"]).inc();
+                None
+            }
+            Ok(Err(error)) => self.failed(op, &error.to_string()),
+            Err(_) => self.failed(op, "timed out"),
+        }
+    }
+
+    pub async fn put(&self, op: &'static str, key: &str, value: &[u8]) {
+        let mut conn = self.conn.clone();
+        let set = conn.set_ex::<_, _, ()>(key, value, self.ttl_secs);
+        match tokio::time::timeout(self.timeout, set).await {
+            Ok(Ok(())) => REQUESTS.with_label_values(&[op, "stored"]).inc(),
+            Ok(Err(error)) => {
+                self.failed(op, &error.to_string());
+            }
+            Err(_) => {
+                self.failed(op, "timed out");
+            }
+        }
+    }
+
+    /// Drops the stats and the given tickets after a write. If Redis is down
+    /// the entries expire by their TTL instead.
+    pub async fn invalidate<'a>(&self, tickets: impl Iterator<Item = &'a str>) {
+        let mut keys: Vec<String> = tickets.map(|n| self.ticket_key(n)).collect();
+        if keys.is_empty() {
+            return;
+        }
+        keys.push(self.stats_key());
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, conn.del::<_, ()>(keys)).await {
+            Ok(Ok(())) => REQUESTS.with_label_values(&["invalidate", "stored"]).inc(),
+            Ok(Err(error)) => {
+                self.failed("invalidate", &error.to_string());
+            }
+            Err(_) => {
+                self.failed("invalidate", "timed out");
+            }
+        }
+    }
+
+    fn failed(&self, op: &'static str, error: &str) -> Option<Vec<u8>> {
+        REQUESTS.with_label_values(&[op, "error"]).inc();
+        ERRORS.with_label_values(&[op]).inc();
+        tracing::debug!(op, error, "cache unavailable, using the database");
+        None
+    }
+}

@@ -1,0 +1,423 @@
+//! The database adapter: PostgreSQL or SQLite through sqlx's `Any` driver, one
+//! SQL dialect for both (`$N` binds, `ON CONFLICT`, `RETURNING`), migrations
+//! embedded per backend.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use prost::Message;
+use sqlx::{AnyPool, Row, any::AnyPoolOptions, migrate::Migrator};
+use ticketmesh_proto::v1::{
+    CategoryStats, EventType, Money, OutboxMessage, Stats, StoredTicket, TicketEvent,
+};
+
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A storage failure, as the gRPC layer reports it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or did not answer in time: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a statement: a bug, not a passing outage.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Database(e) => Self::Internal(e.to_string()),
+            sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
+                Self::Internal(error.to_string())
+            }
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// An event to store, as received from the event service.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: TicketEvent,
+    pub payload: Vec<u8>,
+}
+
+/// Filters and cursor of a ticket listing.
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    pub category: String,
+    pub ticket_type: String,
+    pub event_id: Option<i64>,
+    /// Only tickets first seen before this position (the page cursor).
+    pub before_seq: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Prepares a pool without connecting: the service starts even while the
+    /// database is down, and connects when it answers.
+    pub fn connect_lazy(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("DATABASE_URL must start with postgres:// or sqlite: (got {url:?})");
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(timeout);
+        if backend == Backend::Sqlite {
+            create_parent_dir(url)?;
+            options = options.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(10);
+        }
+        Ok(Self { pool: options.connect_lazy(url)?, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES,
+            Backend::Sqlite => &SQLITE,
+        };
+        migrator.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
+            other => StoreError::Internal(other.to_string()),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Stores a batch in one transaction: for each event not seen before, the
+    /// event row, the ticket's new state and an outbox row. Returns, per
+    /// event, whether it was new (false: a duplicate delivery).
+    pub async fn save_batch(&self, batch: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = Vec::with_capacity(batch.len());
+        for new in batch {
+            let e = &new.event;
+            let ticket = e.ticket.clone().unwrap_or_default();
+            let event_name = event_type_name(e.r#type());
+            let received_ms = millis(e.received_at.as_ref());
+            let row = sqlx::query(
+                "INSERT INTO events (delivery_id, event_type, ticket_number, payload, signed_at_ms, received_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
+            )
+            .bind(&e.delivery_id)
+            .bind(event_name)
+            .bind(&ticket.number)
+            .bind(new.payload.as_slice())
+            .bind(millis(e.signed_at.as_ref()))
+            .bind(received_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_none() {
+                inserted.push(false);
+                continue;
+            }
+            let encoded = e.encode_to_vec();
+            let price = ticket.price.clone().unwrap_or_default();
+            // An update (a cancellation) is never undone by a late or retried
+            // "created" delivery of the same ticket.
+            sqlx::query(
+                "INSERT INTO tickets (number, ticket_type, title, category, event_id, event_name, \
+                 cancellation_reason, promoter, price_cents, currency, last_event, detail, created_at_ms, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+                 ON CONFLICT (number) DO UPDATE SET ticket_type = excluded.ticket_type, title = excluded.title, \
+                 category = excluded.category, event_id = excluded.event_id, event_name = excluded.event_name, \
+                 cancellation_reason = excluded.cancellation_reason, promoter = excluded.promoter, \
+                 price_cents = excluded.price_cents, currency = excluded.currency, last_event = excluded.last_event, \
+                 detail = excluded.detail, updated_at_ms = excluded.updated_at_ms \
+                 WHERE NOT (tickets.last_event = 'ticket_updated' AND excluded.last_event = 'ticket_created')",
+            )
+            .bind(&ticket.number)
+            .bind(&ticket.r#type)
+            .bind(&ticket.title)
+            .bind(&ticket.category)
+            .bind(ticket.event_id)
+            .bind(&ticket.event)
+            .bind(&ticket.cancellation_reason)
+            .bind(&ticket.promoter)
+            .bind(cents(&price))
+            .bind(&price.currency_code)
+            .bind(event_name)
+            .bind(encoded.as_slice())
+            .bind(received_ms)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO outbox (message_id, routing_key, ticket_number, payload, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&e.delivery_id)
+            .bind(routing_key(e.r#type()))
+            .bind(&ticket.number)
+            .bind(encoded.as_slice())
+            .bind(received_ms)
+            .execute(&mut *tx)
+            .await?;
+            inserted.push(true);
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn ticket(&self, number: &str) -> Result<Option<StoredTicket>, StoreError> {
+        let row = sqlx::query(
+            "SELECT detail, last_event, created_at_ms, updated_at_ms FROM tickets WHERE number = $1",
+        )
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| stored_ticket(&r)).transpose()
+    }
+
+    /// Tickets newest first; each with its cursor position.
+    pub async fn tickets(
+        &self,
+        filter: &TicketFilter,
+        limit: i64,
+    ) -> Result<Vec<(i64, StoredTicket)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, detail, last_event, created_at_ms, updated_at_ms FROM tickets \
+             WHERE seq < $1 AND ($2 = '' OR category = $2) AND ($3 = '' OR ticket_type = $3) \
+             AND ($4 < 0 OR event_id = $4) ORDER BY seq DESC LIMIT $5",
+        )
+        .bind(filter.before_seq.unwrap_or(i64::MAX))
+        .bind(&filter.category)
+        .bind(&filter.ticket_type)
+        .bind(filter.event_id.unwrap_or(-1))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, stored_ticket_at(r, 1)?))).collect()
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        let totals = sqlx::query(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(price_cents), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN cancellation_reason <> '' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             COALESCE(MIN(currency), ''), COUNT(DISTINCT currency) FROM tickets",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let tickets: i64 = totals.try_get(0)?;
+        let sum: i64 = totals.try_get(1)?;
+        let cancelled: i64 = totals.try_get(2)?;
+        let min_currency: String = totals.try_get(3)?;
+        let currencies: i64 = totals.try_get(4)?;
+        // One currency is the normal case; with several, an average is meaningless.
+        let currency = if currencies == 1 { min_currency } else { String::new() };
+
+        let reasons = sqlx::query(
+            "SELECT cancellation_reason, COUNT(*) FROM tickets WHERE cancellation_reason <> '' \
+             GROUP BY cancellation_reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let categories = sqlx::query(
+            "SELECT category, COUNT(*), CAST(SUM(price_cents) AS BIGINT) FROM tickets GROUP BY category",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let cancelled_events: i64 = sqlx::query(
+            "SELECT COUNT(DISTINCT event_id) FROM tickets WHERE cancellation_reason = 'event_cancellation'",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+
+        let mut by_category = HashMap::new();
+        for row in &categories {
+            let count: i64 = row.try_get(1)?;
+            let sum: i64 = row.try_get(2)?;
+            by_category.insert(
+                row.try_get::<String, _>(0)?,
+                CategoryStats { tickets: count, average_price: average(sum, count, &currency) },
+            );
+        }
+        Ok(Stats {
+            tickets,
+            average_price: average(sum, tickets, &currency),
+            refund_rate: if tickets == 0 { 0.0 } else { cancelled as f64 / tickets as f64 },
+            cancelled_tickets: cancelled,
+            cancellations_by_reason: reasons
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+                .collect::<Result<_, StoreError>>()?,
+            cancelled_events,
+            by_category,
+        })
+    }
+
+    /// The oldest unpublished outbox messages, and how many wait in total.
+    pub async fn outbox(&self, limit: i64) -> Result<(Vec<OutboxMessage>, i64), StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, message_id, routing_key, ticket_number, payload, created_at_ms FROM outbox \
+             WHERE published_at_ms IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let backlog: i64 = sqlx::query("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let messages = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxMessage {
+                    id: r.try_get(0)?,
+                    message_id: r.try_get(1)?,
+                    routing_key: r.try_get(2)?,
+                    ticket_number: r.try_get(3)?,
+                    payload: r.try_get(4)?,
+                    created_at: Some(timestamp(r.try_get(5)?)),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((messages, backlog))
+    }
+
+    pub async fn ack_outbox(&self, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut acknowledged = 0;
+        for id in ids {
+            acknowledged += sqlx::query(
+                "UPDATE outbox SET published_at_ms = $1 WHERE id = $2 AND published_at_ms IS NULL",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(acknowledged)
+    }
+}
+
+fn create_parent_dir(url: &str) -> anyhow::Result<()> {
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    }
+    Ok(())
+}
+
+fn stored_ticket(row: &sqlx::any::AnyRow) -> Result<StoredTicket, StoreError> {
+    stored_ticket_at(row, 0)
+}
+
+/// Reads (detail, last_event, created_at_ms, updated_at_ms) from column `at`.
+fn stored_ticket_at(row: &sqlx::any::AnyRow, at: usize) -> Result<StoredTicket, StoreError> {
+    let detail: Vec<u8> = row.try_get(at)?;
+    let event = TicketEvent::decode(detail.as_slice())
+        .map_err(|e| StoreError::Internal(format!("stored ticket does not decode: {e}")))?;
+    let last_event: String = row.try_get(at + 1)?;
+    Ok(StoredTicket {
+        ticket: event.ticket,
+        buyer: event.buyer,
+        last_event: if last_event == "ticket_updated" {
+            EventType::TicketUpdated
+        } else {
+            EventType::TicketCreated
+        }
+        .into(),
+        created_at: Some(timestamp(row.try_get(at + 2)?)),
+        updated_at: Some(timestamp(row.try_get(at + 3)?)),
+    })
+}
+
+pub fn event_type_name(t: EventType) -> &'static str {
+    match t {
+        EventType::TicketUpdated => "ticket_updated",
+        _ => "ticket_created",
+    }
+}
+
+pub fn routing_key(t: EventType) -> &'static str {
+    match t {
+        EventType::TicketUpdated => "ticket.updated",
+        _ => "ticket.created",
+    }
+}
+
+fn cents(money: &Money) -> i64 {
+    money.units * 100 + i64::from(money.nanos / 10_000_000)
+}
+
+/// sum/count in cents, rounded half up to the cent, as Money.
+fn average(sum_cents: i64, count: i64, currency: &str) -> Option<Money> {
+    if count == 0 {
+        return None;
+    }
+    let avg = (2 * sum_cents + count) / (2 * count);
+    Some(Money {
+        currency_code: currency.to_owned(),
+        units: avg / 100,
+        nanos: i32::try_from(avg % 100).unwrap_or(0) * 10_000_000,
+    })
+}
+
+pub fn millis(ts: Option<&prost_types::Timestamp>) -> i64 {
+    ts.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+}
+
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_round_half_up_to_the_cent() {
+        let avg = average(100 + 101, 2, "CHF").unwrap();
+        assert_eq!((avg.units, avg.nanos), (1, 10_000_000)); // 1.005 → 1.01
+        let avg = average(4250 * 3, 3, "CHF").unwrap();
+        assert_eq!((avg.units, avg.nanos), (42, 500_000_000));
+        assert!(average(0, 0, "CHF").is_none());
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_millis() {
+        let t = timestamp(1_795_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_795_000_000, 123_000_000));
+        assert_eq!(millis(Some(&t)), 1_795_000_000_123);
+    }
+}

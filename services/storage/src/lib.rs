@@ -1,0 +1,294 @@
+//! app-storage: keeps ticket events in PostgreSQL (or the embedded SQLite)
+//! with their outbox, answers the reads behind the gateway's `/api`, and
+//! caches single tickets and the stats in Redis when one is configured.
+
+pub mod cache;
+pub mod db;
+pub mod writer;
+
+use std::{future::Future, sync::LazyLock, time::Duration};
+
+use clap::Parser;
+use prost::Message;
+use prometheus::IntGauge;
+use tokio::{net::TcpListener, sync::watch};
+use tonic::{Request, Response, Status};
+use ticketmesh_proto::v1::{
+    AckOutboxRequest, AckOutboxResponse, FetchOutboxRequest, FetchOutboxResponse,
+    GetStatsRequest, GetTicketRequest, ListTicketsRequest, ListTicketsResponse, SaveEventRequest,
+    SaveEventResponse, Stats, StoredTicket,
+    storage_service_server::{StorageService, StorageServiceServer},
+};
+use ticketmesh_runtime::{
+    admin,
+    backoff::Backoff,
+    grpc::{GrpcServer, Health},
+    metrics,
+};
+
+use crate::{
+    cache::Cache,
+    db::{Database, NewEvent, StoreError, TicketFilter},
+    writer::Writer,
+};
+
+static OUTBOX_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
+    metrics::gauge("outbox_backlog", "Outbox messages not yet published (as of the last fetch)")
+});
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "app-storage", version, about = "ticketmesh storage service (gRPC)")]
+pub struct Args {
+    /// Address of the gRPC server.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50053")]
+    pub grpc_addr: String,
+    /// Address of the admin HTTP server (/health, /ready, /metrics).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9003")]
+    pub admin_addr: String,
+    /// postgres://user@host/db for PostgreSQL; sqlite:path?mode=rwc for the embedded default.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:data/ticketmesh.db?mode=rwc")]
+    pub database_url: String,
+    /// Bound on each database transaction or query.
+    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "5s", value_parser = ticketmesh_runtime::parse_duration)]
+    pub database_timeout: Duration,
+    /// Most events written in one transaction (group commit).
+    #[arg(long, env = "MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_batch: u16,
+    /// redis://host:port for the read cache; unset means no cache.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every cache key (lets several deployments share one Redis).
+    #[arg(long, env = "CACHE_PREFIX", default_value = "ticketmesh")]
+    pub cache_prefix: String,
+    /// How long a cached ticket or stats entry lives.
+    #[arg(long, env = "CACHE_TTL", default_value = "30s", value_parser = ticketmesh_runtime::parse_duration)]
+    pub cache_ttl: Duration,
+    /// Bound on each cache call; past it the read goes to the database.
+    #[arg(long, env = "CACHE_TIMEOUT", default_value = "250ms", value_parser = ticketmesh_runtime::parse_duration)]
+    pub cache_timeout: Duration,
+}
+
+pub struct Storage {
+    db: Database,
+    cache: Option<Cache>,
+    writer: Writer,
+    health: Health,
+    timeout: Duration,
+}
+
+/// A storage failure as a gRPC status: an outage is UNAVAILABLE (retry later).
+fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(m) => Status::unavailable(m),
+        StoreError::Internal(m) => Status::internal(m),
+    }
+}
+
+impl Storage {
+    fn ensure_ready(&self) -> Result<(), Status> {
+        if self.health.readiness().get() {
+            Ok(())
+        } else {
+            Err(Status::unavailable("database unreachable"))
+        }
+    }
+
+    async fn bounded<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, Status> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(result) => result.map_err(status),
+            Err(_) => Err(Status::unavailable(format!("database did not answer in {:?}", self.timeout))),
+        }
+    }
+
+    /// Cache-aside read of a protobuf value.
+    async fn cached<T: Message + Default>(
+        &self,
+        op: &'static str,
+        key: impl FnOnce(&Cache) -> String,
+        load: impl Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Result<Option<T>, Status> {
+        let key = self.cache.as_ref().map(key);
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(bytes) = cache.get(op, key).await
+            && let Ok(value) = T::decode(bytes.as_slice())
+        {
+            return Ok(Some(value));
+        }
+        self.ensure_ready()?;
+        let value = self.bounded(load).await?;
+        if let (Some(cache), Some(key), Some(value)) = (&self.cache, &key, &value) {
+            cache.put(op, key, &value.encode_to_vec()).await;
+        }
+        Ok(value)
+    }
+}
+
+#[tonic::async_trait]
+impl StorageService for Storage {
+    async fn save_event(
+        &self,
+        request: Request<SaveEventRequest>,
+    ) -> Result<Response<SaveEventResponse>, Status> {
+        let request = request.into_inner();
+        let event = request.event.ok_or_else(|| Status::invalid_argument("event is required"))?;
+        if event.delivery_id.is_empty() {
+            return Err(Status::invalid_argument("event.delivery_id is required"));
+        }
+        if event.ticket.as_ref().is_none_or(|t| t.number.is_empty()) {
+            return Err(Status::invalid_argument("event.ticket.number is required"));
+        }
+        self.ensure_ready()?;
+        let delivery_id = event.delivery_id.clone();
+        let new = self
+            .writer
+            .save(NewEvent { event, payload: request.payload })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(SaveEventResponse { delivery_id, duplicate: !new }))
+    }
+
+    async fn get_ticket(
+        &self,
+        request: Request<GetTicketRequest>,
+    ) -> Result<Response<StoredTicket>, Status> {
+        let number = request.into_inner().number;
+        if number.is_empty() {
+            return Err(Status::invalid_argument("number is required"));
+        }
+        self.cached("ticket", |c| c.ticket_key(&number), self.db.ticket(&number))
+            .await?
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no ticket {number:?}")))
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<ListTicketsRequest>,
+    ) -> Result<Response<ListTicketsResponse>, Status> {
+        let r = request.into_inner();
+        let page_size = match r.page_size {
+            0 => 50,
+            n @ 1..=500 => i64::from(n),
+            n => return Err(Status::invalid_argument(format!("page_size must be 1..500, got {n}"))),
+        };
+        let before_seq = match r.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Status::invalid_argument(format!("page_token {token:?} is not one this service issued"))
+            })?),
+        };
+        let filter = TicketFilter { category: r.category, ticket_type: r.r#type, event_id: r.event_id, before_seq };
+        self.ensure_ready()?;
+        // One extra row tells whether a next page exists.
+        let mut rows = self.bounded(self.db.tickets(&filter, page_size + 1)).await?;
+        let more = rows.len() as i64 > page_size;
+        rows.truncate(page_size as usize);
+        let next_page_token = match rows.last() {
+            Some((seq, _)) if more => seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListTicketsResponse {
+            tickets: rows.into_iter().map(|(_, t)| t).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<Stats>, Status> {
+        let stats = self
+            .cached("stats", Cache::stats_key, async { self.db.stats().await.map(Some) })
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(stats))
+    }
+
+    async fn fetch_outbox(
+        &self,
+        request: Request<FetchOutboxRequest>,
+    ) -> Result<Response<FetchOutboxResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 100,
+            n @ 1..=1000 => i64::from(n),
+            n => return Err(Status::invalid_argument(format!("limit must be 1..1000, got {n}"))),
+        };
+        self.ensure_ready()?;
+        let (messages, backlog) = self.bounded(self.db.outbox(limit)).await?;
+        OUTBOX_BACKLOG.set(backlog);
+        Ok(Response::new(FetchOutboxResponse { messages, backlog }))
+    }
+
+    async fn ack_outbox(
+        &self,
+        request: Request<AckOutboxRequest>,
+    ) -> Result<Response<AckOutboxResponse>, Status> {
+        let ids = request.into_inner().ids;
+        self.ensure_ready()?;
+        let now = db::millis(Some(&std::time::SystemTime::now().into()));
+        let acknowledged = self.bounded(self.db.ack_outbox(&ids, now)).await?;
+        Ok(Response::new(AckOutboxResponse { acknowledged: acknowledged as i64 }))
+    }
+}
+
+/// Migrates, then keeps health in step with the database: NOT_SERVING while
+/// it cannot be reached, SERVING again by itself when it answers.
+async fn watch_database(db: Database, health: Health, timeout: Duration, mut stop: watch::Receiver<bool>) {
+    let mut migrated = false;
+    let mut backoff = Backoff::default();
+    loop {
+        let check = async {
+            if migrated { db.ping().await } else { db.migrate().await }
+        };
+        let result = match tokio::time::timeout(timeout, check).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!("no answer in {timeout:?}"))),
+        };
+        let pause = match result {
+            Ok(()) => {
+                if !migrated {
+                    tracing::info!(backend = ?db.backend(), "database migrated");
+                }
+                migrated = true;
+                backoff = Backoff::default();
+                Duration::from_secs(1)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "database not reachable, retrying");
+                backoff.next_delay()
+            }
+        };
+        health.set_serving(migrated && pause == Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Serves storage on already bound listeners until `shutdown`.
+pub async fn serve(
+    args: Args,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = Database::connect_lazy(&args.database_url, args.database_timeout)?;
+    let cache = args
+        .redis_url
+        .as_deref()
+        .map(|url| Cache::new(url, &args.cache_prefix, args.cache_ttl, args.cache_timeout))
+        .transpose()?;
+    let server = GrpcServer::new(&["ticketmesh.v1.StorageService"]).await?;
+    let health = server.health();
+    let writer = Writer::start(db.clone(), cache.clone(), usize::from(args.max_batch), args.database_timeout);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, stop_rx.clone()));
+    let admin = tokio::spawn(admin::serve(admin_listener, health.readiness(), async move {
+        let mut stop = stop_rx;
+        let _ = stop.wait_for(|stop| *stop).await;
+    }));
+    let storage = Storage { db, cache, writer, health, timeout: args.database_timeout };
+    let result = server.add_service(StorageServiceServer::new(storage)).serve(grpc_listener, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    admin.await??;
+    result
+}

@@ -1,0 +1,104 @@
+//! Group commit: concurrent SaveEvent calls queue here, and one task writes
+//! whatever has queued in a single transaction, so N webhooks cost one commit
+//! instead of N. A single writer also makes outbox ids follow commit order,
+//! which the relay relies on to publish in order per ticket.
+
+use std::{sync::LazyLock, time::Duration};
+
+use prometheus::{Histogram, IntCounterVec};
+use ticketmesh_runtime::metrics;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    cache::Cache,
+    db::{Database, NewEvent, StoreError},
+};
+
+static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    metrics::histogram(
+        "storage_commit_batch_size",
+        "Events written per database transaction (group commit)",
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+    )
+});
+
+static COMMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        "storage_commits_total",
+        "Database transactions of the group-commit writer, by outcome",
+        &["status"],
+    )
+});
+
+type Reply = oneshot::Sender<Result<bool, StoreError>>;
+
+/// The handle SaveEvent uses: queue an event, wait for its commit.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<(NewEvent, Reply)>,
+}
+
+impl Writer {
+    /// Starts the writer task. It ends when every handle is dropped.
+    pub fn start(db: Database, cache: Option<Cache>, max_batch: usize, timeout: Duration) -> Self {
+        let (queue, rx) = mpsc::channel(max_batch.max(1) * 4);
+        tokio::spawn(run(db, cache, rx, max_batch.max(1), timeout));
+        Self { queue }
+    }
+
+    /// Stores one event; Ok(true) when it was new, Ok(false) for a duplicate.
+    /// Returns only after the transaction holding it has committed.
+    pub async fn save(&self, event: NewEvent) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((event, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+}
+
+async fn run(
+    db: Database,
+    cache: Option<Cache>,
+    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
+    max_batch: usize,
+    timeout: Duration,
+) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let events: Vec<&NewEvent> = jobs.iter().map(|(e, _)| e).collect();
+        BATCH_SIZE.observe(events.len() as f64);
+        let outcome = match tokio::time::timeout(timeout, db.save_batch(&events)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(format!("commit took longer than {timeout:?}"))),
+        };
+        match &outcome {
+            Ok(inserted) => {
+                COMMITS.with_label_values(&["ok"]).inc();
+                if let Some(cache) = &cache {
+                    // Invalidate before answering, so a caller reading right
+                    // after its 200 never sees the state before its write.
+                    let changed = events
+                        .iter()
+                        .zip(inserted)
+                        .filter(|(_, new)| **new)
+                        .filter_map(|(e, _)| e.event.ticket.as_ref().map(|t| t.number.as_str()));
+                    cache.invalidate(changed).await;
+                }
+            }
+            Err(error) => {
+                COMMITS.with_label_values(&["error"]).inc();
+                tracing::warn!(%error, events = events.len(), "batch not stored");
+            }
+        }
+        for (i, (_, reply)) in jobs.drain(..).enumerate() {
+            let answer = match &outcome {
+                Ok(inserted) => Ok(inserted.get(i).copied().unwrap_or(false)),
+                Err(e) => Err(e.clone()),
+            };
+            // The caller may have given up (deadline); the result stands anyway.
+            let _ = reply.send(answer);
+        }
+    }
+}
