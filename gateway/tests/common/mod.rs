@@ -1,0 +1,286 @@
+//! The test harness: the four services started in-process on port 0 and
+//! talking gRPC over loopback, each test with its own database (a fresh
+//! PostgreSQL database or SQLite file) and its own Redis key prefix.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+pub const SECRET: &str = "test-secret";
+
+/// Where PostgreSQL is; each test creates its own database there.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A name no other test (in this run or a parallel one) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A test's own database (and cache prefix).
+pub struct Backend {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub cache_prefix: String,
+    pg_name: Option<String>,
+    sqlite_dir: Option<std::path::PathBuf>,
+}
+
+impl Backend {
+    pub fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(unique("ticketmesh-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            database_url: format!("sqlite:{}?mode=rwc", dir.join("tm.db").display()),
+            redis_url: None,
+            cache_prefix: unique("tm"),
+            pg_name: None,
+            sqlite_dir: Some(dir),
+        }
+    }
+
+    pub async fn postgres(with_redis: bool) -> Self {
+        let name = unique("tm_test");
+        let admin = postgres_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+        Self {
+            database_url: format!("{base}/{name}"),
+            redis_url: with_redis.then(redis_url),
+            cache_prefix: unique("tm"),
+            pg_name: Some(name),
+            sqlite_dir: None,
+        }
+    }
+
+    /// Counts rows straight from the database, bypassing the services.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.database_url).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap();
+        n
+    }
+
+    pub async fn drop_database(self) {
+        if let Some(name) = &self.pg_name {
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The four services, running until `stop`.
+pub struct Stack {
+    pub base: String,
+    pub event_grpc: String,
+    pub storage_grpc: String,
+    pub notifier_grpc: String,
+    pub storage_admin: String,
+    pub event_admin: String,
+    pub notifier_admin: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// What to start; `storage_url` overrides where event and gateway find storage.
+#[derive(Default)]
+pub struct Options {
+    pub storage_url: Option<String>,
+}
+
+impl Stack {
+    pub async fn start(backend: &Backend) -> Self {
+        Self::start_with(backend, Options::default()).await
+    }
+
+    pub async fn start_with(backend: &Backend, options: Options) -> Self {
+        let (stop, rx) = watch::channel(false);
+        let ((sg, sg_addr), (sa, sa_addr)) = (bind().await, bind().await);
+        let ((eg, eg_addr), (ea, ea_addr)) = (bind().await, bind().await);
+        let ((ng, ng_addr), (na, na_addr)) = (bind().await, bind().await);
+        let (http, http_addr) = bind().await;
+        let storage_url = options.storage_url.unwrap_or_else(|| format!("http://{sg_addr}"));
+        let timeout = Duration::from_secs(5);
+
+        let storage = app_storage::Args {
+            grpc_addr: sg_addr.to_string(),
+            admin_addr: sa_addr.to_string(),
+            database_url: backend.database_url.clone(),
+            database_timeout: Duration::from_secs(3),
+            max_batch: 256,
+            redis_url: backend.redis_url.clone(),
+            cache_prefix: backend.cache_prefix.clone(),
+            cache_ttl: Duration::from_secs(30),
+            cache_timeout: Duration::from_millis(250),
+        };
+        let event = app_event::Args {
+            grpc_addr: eg_addr.to_string(),
+            admin_addr: ea_addr.to_string(),
+            storage_url: storage_url.clone(),
+            storage_timeout: timeout,
+        };
+        let notifier = app_notifier::Args { grpc_addr: ng_addr.to_string(), admin_addr: na_addr.to_string() };
+        let gateway = app_gateway::Args {
+            http_addr: http_addr.to_string(),
+            event_url: format!("http://{eg_addr}"),
+            storage_url,
+            webhook_secret: SECRET.into(),
+            signature_tolerance: Duration::from_secs(30),
+            max_body_bytes: 256 * 1024,
+            grpc_timeout: timeout,
+        };
+        let tasks = vec![
+            tokio::spawn(app_storage::serve(storage, sg, sa, stopped(&rx))),
+            tokio::spawn(app_event::serve(event, eg, ea, stopped(&rx))),
+            tokio::spawn(app_notifier::serve(notifier, ng, na, stopped(&rx))),
+            tokio::spawn(app_gateway::serve(gateway, http, stopped(&rx))),
+        ];
+        Self {
+            base: format!("http://{http_addr}"),
+            event_grpc: format!("http://{eg_addr}"),
+            storage_grpc: format!("http://{sg_addr}"),
+            notifier_grpc: format!("http://{ng_addr}"),
+            storage_admin: format!("http://{sa_addr}"),
+            event_admin: format!("http://{ea_addr}"),
+            notifier_admin: format!("http://{na_addr}"),
+            stop,
+            tasks,
+        }
+    }
+
+    /// Waits until the gateway reports ready (both services SERVING).
+    pub async fn ready(self) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{}/ready", self.base)).send().await
+                && r.status() == 200
+            {
+                return self;
+            }
+            assert!(Instant::now() < deadline, "stack did not become ready in 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every service and checks each shut down cleanly.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("service stops within 10 s")
+                .unwrap()
+                .expect("service exits without error");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A Petzi-Signature for `body` signed now with the test secret.
+pub fn sign(body: &[u8]) -> String {
+    app_gateway::signature::sign(SECRET.as_bytes(), now(), body)
+}
+
+/// A PETZI delivery like the one in shared/petzi-example.md, serialised with
+/// PETZI's spacing (so it is signed exactly as sent).
+pub fn delivery(event: &str, number: &str, category: &str, amount: &str, reason: &str) -> String {
+    let value = json!({
+        "event": event,
+        "details": {
+            "ticket": {
+                "number": number, "type": "online_presale", "title": "Open-source concert night",
+                "category": category, "eventId": 4821, "event": "Case a Chocs", "cancellationReason": reason,
+                "sessions": [{"name": "Session at Sarl", "date": "2026-12-12", "time": "21:30:00", "doors": "20:30:00",
+                    "location": {"name": "Case a Chocs", "street": "Quai Philippe-Godet 20", "city": "Neuchatel", "postcode": "2000"}}],
+                "promoter": "Jane Roe", "price": {"amount": amount, "currency": "CHF"}
+            },
+            "buyer": {"role": "customer", "firstName": "John", "lastName": "Doe", "postcode": "2000"}
+        }
+    });
+    petzi_spacing(&value)
+}
+
+/// JSON with ", " and ": " separators, as PETZI's sender writes it.
+fn petzi_spacing(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let fields: Vec<String> =
+                map.iter().map(|(k, v)| format!("{}: {}", Value::String(k.clone()), petzi_spacing(v))).collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(petzi_spacing).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// POSTs a signed delivery.
+pub async fn post_signed(client: &reqwest::Client, stack: &Stack, body: &str) -> Answer {
+    post(client, stack, body.as_bytes().to_vec(), &[("content-type", "application/json"), ("petzi-signature", &sign(body.as_bytes()))]).await
+}
+
+pub async fn post(client: &reqwest::Client, stack: &Stack, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+    let mut request = client.post(stack.url("/webhook")).body(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    answer(request.send().await.expect("gateway answers")).await
+}
+
+pub async fn get(client: &reqwest::Client, url: String) -> Answer {
+    answer(client.get(url).send().await.expect("gateway answers")).await
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer { status, body, headers }
+}
