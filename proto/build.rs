@@ -14,11 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
     config.file_descriptor_set_path(out.join("ticketmesh_descriptor.bin"));
-    let protos = ["ticket", "event", "storage", "notifier"]
-        .map(|name| format!("ticketmesh/v1/{name}.proto"));
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_with_config(config, &protos, &[".".to_owned()])?;
+    let protos = ["ticket", "event", "storage", "notifier"].map(|name| format!("ticketmesh/v1/{name}.proto"));
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_with_config(
+        config,
+        &protos,
+        &[".".to_owned()],
+    )?;
     Ok(())
 }

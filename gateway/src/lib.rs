@@ -26,13 +26,13 @@ use clap::Parser;
 use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use ticketmesh_proto::v1::{
     EventType, GetStatsRequest, GetTicketRequest, IngestWebhookRequest, ListTicketsRequest,
     event_service_client::EventServiceClient, storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{admin, grpc, metrics};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
 
 use crate::{
     error::AppError,
@@ -100,11 +100,11 @@ impl AppState {
 }
 
 static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    metrics::counter_vec("http_requests_total", "HTTP requests by method, route and status", &[
-        "method",
-        "route",
-        "status_code",
-    ])
+    metrics::counter_vec(
+        "http_requests_total",
+        "HTTP requests by method, route and status",
+        &["method", "route", "status_code"],
+    )
 });
 static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     metrics::histogram_vec(
@@ -150,7 +150,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics_handler))
         .fallback(|| async { AppError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            AppError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
         })
         .layer(middleware::from_fn(http_metrics))
         .layer(middleware::from_fn(trace::layer))
@@ -172,7 +176,11 @@ async fn http_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, AppError> {
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
     let result = accept_webhook(&state.0, &headers, body).await;
     let outcome = match &result {
@@ -238,7 +246,8 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
         return Err(too_large());
     }
     let body = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<axum::extract::rejection::LengthLimitError>()) {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<axum::extract::rejection::LengthLimitError>())
+        {
             too_large()
         } else {
             AppError::bad_request("unreadable_body", format!("the body could not be read: {e}"))
@@ -316,7 +325,10 @@ async fn list_tickets(
     })))
 }
 
-async fn get_ticket(State(state): State<AppState>, Path(number): Path<String>) -> Result<Json<Value>, AppError> {
+async fn get_ticket(
+    State(state): State<AppState>,
+    Path(number): Path<String>,
+) -> Result<Json<Value>, AppError> {
     let ticket = state
         .0
         .storage
@@ -349,12 +361,11 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     );
     let word = |up: bool| if up { "serving" } else { "not_serving" };
     let status = if event && storage { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({"ready": event && storage, "dependencies": {"event": word(event), "storage": word(storage)}});
+    let body =
+        json!({"ready": event && storage, "dependencies": {"event": word(event), "storage": word(storage)}});
     let mut response = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, error::RETRY_AFTER_SECS.into());
+        response.headers_mut().insert(header::RETRY_AFTER, error::RETRY_AFTER_SECS.into());
     }
     response
 }

@@ -31,10 +31,8 @@ impl Signature {
         let mut timestamp = None;
         let mut v1 = None;
         for part in header.split(',') {
-            let (key, value) = part
-                .trim()
-                .split_once('=')
-                .ok_or(SignatureError::Malformed("expected key=value parts"))?;
+            let (key, value) =
+                part.trim().split_once('=').ok_or(SignatureError::Malformed("expected key=value parts"))?;
             match key {
                 "t" if timestamp.is_none() => {
                     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -74,7 +72,13 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
 impl Signature {
     /// Checks this signature against the body: timestamp within
     /// `tolerance_secs` of `now` (either way), then the HMAC in constant time.
-    pub fn verify(&self, secret: &[u8], body: &[u8], now: i64, tolerance_secs: u64) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        secret: &[u8],
+        body: &[u8],
+        now: i64,
+        tolerance_secs: u64,
+    ) -> Result<(), SignatureError> {
         let skew = now.saturating_sub(self.timestamp);
         if skew.unsigned_abs() > tolerance_secs {
             return Err(SignatureError::OutsideTolerance { skew_secs: skew, tolerance_secs });
@@ -128,7 +132,10 @@ mod tests {
     fn a_changed_body_or_secret_does_not_verify() {
         let now = 1_795_000_000;
         let changed = BODY.replace("42.50", "4.25");
-        assert_eq!(verify(b"secret", Some(HEADER), changed.as_bytes(), now, 30), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"secret", Some(HEADER), changed.as_bytes(), now, 30),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(b"other", Some(HEADER), BODY.as_bytes(), now, 30), Err(SignatureError::Mismatch));
     }
 

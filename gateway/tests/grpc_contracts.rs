@@ -1,5 +1,6 @@
 //! Every gRPC server answers grpc.health.v1.Health and server reflection, v1
 //! and v1alpha, so grpcurl works with no .proto files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 
@@ -14,36 +15,55 @@ async fn connect(url: &str) -> Channel {
 }
 
 async fn list_v1(channel: Channel) -> Vec<String> {
-    use v1::{ServerReflectionRequest, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse};
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    use v1::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut answers = v1::server_reflection_client::ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::once(request))
         .await
         .unwrap()
         .into_inner();
     match answers.next().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
         other => panic!("unexpected answer {other:?}"),
     }
 }
 
 async fn list_v1alpha(channel: Channel) -> Vec<String> {
-    use v1alpha::{ServerReflectionRequest, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse};
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    use v1alpha::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut answers = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::once(request))
         .await
         .unwrap()
         .into_inner();
     match answers.next().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
         other => panic!("unexpected answer {other:?}"),
     }
 }
 
 /// The descriptor of `symbol` via v1alpha (what grpcurl `describe` asks).
 async fn describes(channel: Channel, symbol: &str) -> bool {
-    use v1alpha::{ServerReflectionRequest, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse};
+    use v1alpha::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse,
+    };
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::FileContainingSymbol(symbol.to_owned())),

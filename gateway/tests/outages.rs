@@ -1,6 +1,7 @@
 //! Dependencies down: a webhook is never answered 200 unless stored, the
 //! answer is 503 + Retry-After (so PETZI retries), readiness says why, and
 //! reads survive a dead cache.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 
@@ -13,7 +14,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 const CLOSED: &str = "127.0.0.1:1";
 
 async fn storage_health(stack: &Stack) -> i32 {
-    let channel = tonic::transport::Endpoint::from_shared(stack.storage_grpc.clone()).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(stack.storage_grpc.clone()).unwrap().connect().await.unwrap();
     HealthClient::new(channel)
         .check(HealthCheckRequest { service: "ticketmesh.v1.StorageService".into() })
         .await
@@ -30,7 +32,8 @@ async fn storage_without_its_database_answers_503_and_is_not_ready() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = reqwest::Client::new();
 
-    let a = post_signed(&client, &stack, &delivery("ticket_created", "PETZID1", "Concert", "10.00", "")).await;
+    let a =
+        post_signed(&client, &stack, &delivery("ticket_created", "PETZID1", "Concert", "10.00", "")).await;
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.body["error"]["code"], "unavailable");
     assert_eq!(a.headers["retry-after"], "5");
@@ -39,7 +42,11 @@ async fn storage_without_its_database_answers_503_and_is_not_ready() {
     assert_eq!(ready.status, 503);
     assert_eq!(ready.body["dependencies"]["storage"], "not_serving");
     assert_eq!(get(&client, format!("{}/ready", stack.storage_admin)).await.status, 503);
-    assert_eq!(get(&client, format!("{}/health", stack.storage_admin)).await.status, 200, "alive, only not ready");
+    assert_eq!(
+        get(&client, format!("{}/health", stack.storage_admin)).await.status,
+        200,
+        "alive, only not ready"
+    );
     assert_eq!(storage_health(&stack).await, 2, "NOT_SERVING");
 
     for path in ["/api/stats", "/api/tickets", "/api/tickets/PETZID1"] {
@@ -89,7 +96,8 @@ async fn reads_come_from_the_database_while_redis_is_down() {
     let stats = get(&client, stack.url("/api/stats")).await;
     assert_eq!((stats.status, stats.body["averagePrice"]["amount"].as_str()), (200, Some("15.00")));
     assert_eq!(get(&client, stack.url("/api/tickets/PETZIX2")).await.body["price"]["amount"], "20.00");
-    let metrics = reqwest::get(format!("{}/metrics", stack.storage_admin)).await.unwrap().text().await.unwrap();
+    let metrics =
+        reqwest::get(format!("{}/metrics", stack.storage_admin)).await.unwrap().text().await.unwrap();
     let errors: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("cache_errors_total{"))

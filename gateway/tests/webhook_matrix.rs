@@ -1,6 +1,7 @@
 //! Bad input against the running gateway: every malformed, unsigned, forged,
 //! stale, oversized or off-schema webhook gets its exact 4xx and error code,
 //! nothing is stored, and every process keeps serving.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 
@@ -116,7 +117,12 @@ fn cases() -> Vec<Case> {
             "invalid_signature",
         ),
         with_signature("timestamp 31 s old", v1(now - 31, SECRET, &body), None, "timestamp_out_of_tolerance"),
-        with_signature("timestamp 31 s ahead", v1(now + 31, SECRET, &body), None, "timestamp_out_of_tolerance"),
+        with_signature(
+            "timestamp 31 s ahead",
+            v1(now + 31, SECRET, &body),
+            None,
+            "timestamp_out_of_tolerance",
+        ),
         Case {
             name: "wrong content type".into(),
             body: body.clone(),
@@ -215,7 +221,13 @@ fn cases() -> Vec<Case> {
     // Over the size limit (256 KiB), signed correctly.
     let mut big = example.clone();
     big["details"]["ticket"]["title"] = "x".repeat(300 * 1024).into();
-    cases.push(signed_case("body over the limit", serde_json::to_vec(&big).unwrap(), 413, "payload_too_large", ""));
+    cases.push(signed_case(
+        "body over the limit",
+        serde_json::to_vec(&big).unwrap(),
+        413,
+        "payload_too_large",
+        "",
+    ));
     cases
 }
 
@@ -244,7 +256,13 @@ async fn every_bad_webhook_gets_its_exact_status_and_code() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 
     // Nothing was stored, and everything still serves: a good delivery is accepted.
     assert_eq!(backend.count("SELECT COUNT(*) FROM events").await, 0);
@@ -264,9 +282,15 @@ async fn unknown_routes_and_methods_answer_json_errors() {
     let missing = get(&client, stack.url("/nope")).await;
     assert_eq!((missing.status, missing.body["error"]["code"].as_str()), (404, Some("not_found")));
     let wrong_method = get(&client, stack.url("/webhook")).await;
-    assert_eq!((wrong_method.status, wrong_method.body["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    assert_eq!(
+        (wrong_method.status, wrong_method.body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
     let unknown_ticket = get(&client, stack.url("/api/tickets/PETZI0")).await;
-    assert_eq!((unknown_ticket.status, unknown_ticket.body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (unknown_ticket.status, unknown_ticket.body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let bad_query = get(&client, stack.url("/api/tickets?page_size=many")).await;
     assert_eq!((bad_query.status, bad_query.body["error"]["code"].as_str()), (400, Some("invalid_query")));
     let bad_token = get(&client, stack.url("/api/tickets?page_token=xyz")).await;

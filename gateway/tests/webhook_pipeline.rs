@@ -1,6 +1,7 @@
 //! Signed webhooks through gateway → event → storage on real PostgreSQL with
 //! Redis, and on the embedded SQLite default: stored, read back with the right
 //! figures, idempotent under replay and under concurrency.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 
@@ -76,7 +77,9 @@ async fn reads_back_what_was_sent(backend: &Backend) {
     loop {
         let page = get(&client, url.clone()).await.body;
         pages += 1;
-        seen.extend(page["tickets"].as_array().unwrap().iter().map(|t| t["number"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["tickets"].as_array().unwrap().iter().map(|t| t["number"].as_str().unwrap().to_owned()),
+        );
         match page["next_page_token"].as_str() {
             Some("") | None => break,
             Some(token) => url = stack.url(&format!("/api/tickets?page_size=4&page_token={token}")),
@@ -102,7 +105,8 @@ async fn reads_back_what_was_sent(backend: &Backend) {
 
     // A late "created" (a new delivery: "55.0" is not the body seen before)
     // never undoes a cancellation.
-    let late = post_signed(&client, &stack, &delivery("ticket_created", &numbers[3], "Theater", "55.0", "")).await;
+    let late =
+        post_signed(&client, &stack, &delivery("ticket_created", &numbers[3], "Theater", "55.0", "")).await;
     assert_eq!((late.status, &late.body["duplicate"]), (200, &Value::Bool(false)));
     let still = get(&client, stack.url(&format!("/api/tickets/{}", numbers[3]))).await.body;
     assert_eq!(still["cancellationReason"], "event_cancellation");
@@ -134,7 +138,12 @@ async fn concurrent_deliveries_are_stored_exactly_once(backend: &Backend) {
         let answers = tasks.join_all().await;
         let expected = (200, Some(round == 1));
         let wrong: Vec<_> = answers.iter().filter(|a| **a != expected).collect();
-        assert!(wrong.is_empty(), "round {round}: {} answers not {expected:?}: {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+        assert!(
+            wrong.is_empty(),
+            "round {round}: {} answers not {expected:?}: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
     }
     assert_eq!(backend.count("SELECT COUNT(*) FROM events").await, 200);
     assert_eq!(backend.count("SELECT COUNT(DISTINCT delivery_id) FROM events").await, 200);
@@ -143,7 +152,8 @@ async fn concurrent_deliveries_are_stored_exactly_once(backend: &Backend) {
     let stats = get(&client, stack.url("/api/stats")).await.body;
     assert_eq!(stats["tickets"], 200);
     // Concurrent requests were grouped: fewer commits than deliveries.
-    let metrics = reqwest::get(format!("{}/metrics", stack.storage_admin)).await.unwrap().text().await.unwrap();
+    let metrics =
+        reqwest::get(format!("{}/metrics", stack.storage_admin)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("storage_commit_batch_size_count"), "{metrics}");
     Arc::into_inner(stack).unwrap().stop().await;
 }
@@ -153,7 +163,8 @@ async fn postgres_with_redis_reads_back_what_was_sent() {
     let backend = Backend::postgres(true).await;
     reads_back_what_was_sent(&backend).await;
     // The stats are cached under this test's own prefix after a read.
-    let mut redis = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut redis =
+        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let cached: Option<Vec<u8>> = redis.get(format!("{}:stats", backend.cache_prefix)).await.unwrap();
     assert!(cached.is_some(), "stats were cached in Redis");
     let _: () = redis.del(format!("{}:stats", backend.cache_prefix)).await.unwrap();
@@ -186,7 +197,8 @@ async fn a_write_invalidates_the_cached_stats_and_ticket() {
     let backend = Backend::postgres(true).await;
     let stack = Stack::start(&backend).await.ready().await;
     let client = reqwest::Client::new();
-    let a = post_signed(&client, &stack, &delivery("ticket_created", "PETZIR1", "Concert", "10.00", "")).await;
+    let a =
+        post_signed(&client, &stack, &delivery("ticket_created", "PETZIR1", "Concert", "10.00", "")).await;
     assert_eq!(a.status, 200);
     // Read twice: the second read is served from Redis.
     assert_eq!(get(&client, stack.url("/api/stats")).await.body["tickets"], 1);
@@ -194,12 +206,27 @@ async fn a_write_invalidates_the_cached_stats_and_ticket() {
     assert_eq!(get(&client, stack.url("/api/stats")).await.body["tickets"], 1);
     // A new write must be visible at once, not after the TTL.
     post_signed(&client, &stack, &delivery("ticket_created", "PETZIR2", "Concert", "30.00", "")).await;
-    post_signed(&client, &stack, &delivery("ticket_updated", "PETZIR1", "Concert", "10.00", "customer_request")).await;
+    post_signed(
+        &client,
+        &stack,
+        &delivery("ticket_updated", "PETZIR1", "Concert", "10.00", "customer_request"),
+    )
+    .await;
     let stats = get(&client, stack.url("/api/stats")).await.body;
-    assert_eq!((stats["tickets"].as_i64(), stats["averagePrice"]["amount"].as_str()), (Some(2), Some("20.00")));
-    assert_eq!(get(&client, stack.url("/api/tickets/PETZIR1")).await.body["cancellationReason"], "customer_request");
-    let metrics = reqwest::get(format!("{}/metrics", stack.storage_admin)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"cache_requests_total{op="stats",result="hit"}"#), "a stats read hit the cache");
+    assert_eq!(
+        (stats["tickets"].as_i64(), stats["averagePrice"]["amount"].as_str()),
+        (Some(2), Some("20.00"))
+    );
+    assert_eq!(
+        get(&client, stack.url("/api/tickets/PETZIR1")).await.body["cancellationReason"],
+        "customer_request"
+    );
+    let metrics =
+        reqwest::get(format!("{}/metrics", stack.storage_admin)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"cache_requests_total{op="stats",result="hit"}"#),
+        "a stats read hit the cache"
+    );
     stack.stop().await;
     backend.drop_database().await;
 }

@@ -8,5 +8,4 @@ pub mod v1 {
 }
 
 /// Every file of `ticketmesh.v1`, encoded, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    tonic::include_file_descriptor_set!("ticketmesh_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ticketmesh_descriptor");

@@ -1,7 +1,7 @@
 //! The test harness: the four services started in-process on port 0 and
 //! talking gRPC over loopback, each test with its own database (a fresh
 //! PostgreSQL database or SQLite file) and its own Redis key prefix.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     net::SocketAddr,
@@ -17,7 +17,8 @@ pub const SECRET: &str = "test-secret";
 
 /// Where PostgreSQL is; each test creates its own database there.
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -56,7 +57,8 @@ impl Backend {
     pub async fn postgres(with_redis: bool) -> Self {
         let name = unique("tm_test");
         let admin = postgres_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
+        let mut conn =
+            sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
         Self {
@@ -79,7 +81,8 @@ impl Backend {
     pub async fn drop_database(self) {
         if let Some(name) = &self.pg_name {
             let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn)
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut conn)
                 .await
                 .unwrap();
         }
@@ -245,11 +248,15 @@ pub fn delivery(event: &str, number: &str, category: &str, amount: &str, reason:
 fn petzi_spacing(value: &Value) -> String {
     match value {
         Value::Object(map) => {
-            let fields: Vec<String> =
-                map.iter().map(|(k, v)| format!("{}: {}", Value::String(k.clone()), petzi_spacing(v))).collect();
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), petzi_spacing(v)))
+                .collect();
             format!("{{{}}}", fields.join(", "))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(petzi_spacing).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(petzi_spacing).collect::<Vec<_>>().join(", "))
+        }
         other => other.to_string(),
     }
 }
@@ -262,10 +269,21 @@ pub struct Answer {
 
 /// POSTs a signed delivery.
 pub async fn post_signed(client: &reqwest::Client, stack: &Stack, body: &str) -> Answer {
-    post(client, stack, body.as_bytes().to_vec(), &[("content-type", "application/json"), ("petzi-signature", &sign(body.as_bytes()))]).await
+    post(
+        client,
+        stack,
+        body.as_bytes().to_vec(),
+        &[("content-type", "application/json"), ("petzi-signature", &sign(body.as_bytes()))],
+    )
+    .await
 }
 
-pub async fn post(client: &reqwest::Client, stack: &Stack, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+pub async fn post(
+    client: &reqwest::Client,
+    stack: &Stack,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut request = client.post(stack.url("/webhook")).body(body);
     for (k, v) in headers {
         request = request.header(*k, *v);

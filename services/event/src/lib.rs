@@ -7,12 +7,9 @@ pub mod petzi;
 use std::{future::Future, time::Duration};
 
 use clap::Parser;
-use tokio::net::TcpListener;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use ticketmesh_proto::v1::{
-    HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse,
-    RecordSnsNotificationRequest, RecordSnsNotificationResponse, SaveEventRequest, TicketEvent,
+    HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse, RecordSnsNotificationRequest,
+    RecordSnsNotificationResponse, SaveEventRequest, TicketEvent,
     event_service_server::{EventService, EventServiceServer},
     storage_service_client::StorageServiceClient,
 };
@@ -20,7 +17,10 @@ use ticketmesh_runtime::{
     admin,
     grpc::{self, GrpcServer, with_deadline},
 };
+use tokio::net::TcpListener;
 use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// The error domain in `google.rpc.ErrorInfo` details.
 pub const ERROR_DOMAIN: &str = "ticketmesh.v1.EventService";

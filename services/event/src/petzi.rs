@@ -48,8 +48,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, PayloadError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::InvalidJson("body is empty".into()));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
     let root = Obj::root(&value)?;
     let event_type = match root.str("event")? {
         "ticket_created" => EventType::TicketCreated,
@@ -131,15 +130,16 @@ fn parse_money(price: &Obj<'_>) -> Result<Money, PayloadError> {
     let (units, nanos) = parse_amount(amount).ok_or_else(|| {
         price.error(
             "amount",
-            format!("expected a decimal string with at most 2 decimal places, e.g. \"42.50\", got {amount:?}"),
+            format!(
+                "expected a decimal string with at most 2 decimal places, e.g. \"42.50\", got {amount:?}"
+            ),
         )
     })?;
     let currency = price.str("currency")?;
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(price.error(
-            "currency",
-            format!("expected an ISO 4217 code such as \"CHF\", got {currency:?}"),
-        ));
+        return Err(
+            price.error("currency", format!("expected an ISO 4217 code such as \"CHF\", got {currency:?}"))
+        );
     }
     Ok(Money { currency_code: currency.to_owned(), units, nanos })
 }
@@ -191,10 +191,7 @@ impl<'a> Obj<'a> {
     fn root(value: &'a Value) -> Result<Self, PayloadError> {
         match value {
             Value::Object(map) => Ok(Self { map, path: String::new() }),
-            other => Err(PayloadError::field(
-                "$",
-                format!("expected a JSON object, got {}", kind(other)),
-            )),
+            other => Err(PayloadError::field("$", format!("expected a JSON object, got {}", kind(other)))),
         }
     }
 
@@ -252,9 +249,7 @@ impl<'a> Obj<'a> {
 
     fn integer(&self, key: &str) -> Result<i64, PayloadError> {
         let value = self.get(key)?;
-        value
-            .as_i64()
-            .ok_or_else(|| self.error(key, format!("expected an integer, got {}", kind(value))))
+        value.as_i64().ok_or_else(|| self.error(key, format!("expected an integer, got {}", kind(value))))
     }
 }
 
@@ -301,7 +296,10 @@ mod tests {
         let price = t.price.as_ref().unwrap();
         assert_eq!((price.currency_code.as_str(), price.units, price.nanos), ("CHF", 42, 500_000_000));
         let s = &t.sessions[0];
-        assert_eq!((s.date.as_str(), s.time.as_str(), s.doors.as_str()), ("2026-12-12", "21:30:00", "20:30:00"));
+        assert_eq!(
+            (s.date.as_str(), s.time.as_str(), s.doors.as_str()),
+            ("2026-12-12", "21:30:00", "20:30:00")
+        );
         assert_eq!(s.location.as_ref().unwrap().postcode, "2000");
         assert_eq!(d.buyer.first_name, "John");
         assert_eq!(d.buyer.last_name, "Doe");

@@ -5,8 +5,8 @@
 use std::{future::Future, time::Duration};
 
 use clap::Parser;
-use tokio::net::TcpListener;
 use ticketmesh_runtime::{admin, grpc::GrpcServer};
+use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "app-notifier", version, about = "ticketmesh notifier service (gRPC)")]

@@ -31,9 +31,7 @@ static PROCESS_METRICS: LazyLock<()> = LazyLock::new(|| {
     #[cfg(target_os = "linux")]
     {
         // Already registered is the only possible error; nothing to do then.
-        let _ = prometheus::register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        let _ = prometheus::register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
     }
 });
 
@@ -49,10 +47,7 @@ pub fn render_metrics() -> String {
 
 /// `GET /metrics` as an axum handler, for the gateway's own router too.
 pub async fn metrics_handler() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render_metrics(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics())
 }
 
 pub fn router(ready: Readiness) -> Router {

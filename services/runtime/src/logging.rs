@@ -19,13 +19,7 @@ pub fn init(service: &'static str) {
         registry.with(fmt::layer().compact()).try_init()
     } else {
         registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
+            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false))
             .try_init()
     };
     if result.is_ok() {

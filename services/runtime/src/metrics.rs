@@ -4,9 +4,7 @@
 //! (two servers in one test process) reuses the collector already there.
 #![allow(clippy::expect_used)]
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, core::Collector,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, core::Collector};
 
 fn register<C: Collector + Clone + 'static>(collector: C) -> C {
     match prometheus::register(Box::new(collector.clone())) {
@@ -29,7 +27,6 @@ pub fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
 
 pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
     register(
-        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-            .expect("valid histogram"),
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid histogram"),
     )
 }

@@ -5,8 +5,8 @@
 use std::{sync::LazyLock, time::Duration};
 
 use prometheus::IntCounterVec;
-use ticketmesh_runtime::metrics;
 use redis::{AsyncCommands, aio::ConnectionManager};
+use ticketmesh_runtime::metrics;
 
 static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(

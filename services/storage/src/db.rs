@@ -34,9 +34,7 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::Database(e) => Self::Internal(e.to_string()),
-            sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
-                Self::Internal(error.to_string())
-            }
+            sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => Self::Internal(error.to_string()),
             other => Self::Unavailable(other.to_string()),
         }
     }

@@ -9,14 +9,12 @@ pub mod writer;
 use std::{future::Future, sync::LazyLock, time::Duration};
 
 use clap::Parser;
-use prost::Message;
 use prometheus::IntGauge;
-use tokio::{net::TcpListener, sync::watch};
-use tonic::{Request, Response, Status};
+use prost::Message;
 use ticketmesh_proto::v1::{
-    AckOutboxRequest, AckOutboxResponse, FetchOutboxRequest, FetchOutboxResponse,
-    GetStatsRequest, GetTicketRequest, ListTicketsRequest, ListTicketsResponse, SaveEventRequest,
-    SaveEventResponse, Stats, StoredTicket,
+    AckOutboxRequest, AckOutboxResponse, FetchOutboxRequest, FetchOutboxResponse, GetStatsRequest,
+    GetTicketRequest, ListTicketsRequest, ListTicketsResponse, SaveEventRequest, SaveEventResponse, Stats,
+    StoredTicket,
     storage_service_server::{StorageService, StorageServiceServer},
 };
 use ticketmesh_runtime::{
@@ -25,6 +23,8 @@ use ticketmesh_runtime::{
     grpc::{GrpcServer, Health},
     metrics,
 };
+use tokio::{net::TcpListener, sync::watch};
+use tonic::{Request, Response, Status};
 
 use crate::{
     cache::Cache,
@@ -86,11 +86,7 @@ fn status(e: StoreError) -> Status {
 
 impl Storage {
     fn ensure_ready(&self) -> Result<(), Status> {
-        if self.health.readiness().get() {
-            Ok(())
-        } else {
-            Err(Status::unavailable("database unreachable"))
-        }
+        if self.health.readiness().get() { Ok(()) } else { Err(Status::unavailable("database unreachable")) }
     }
 
     async fn bounded<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, Status> {
@@ -139,18 +135,11 @@ impl StorageService for Storage {
         }
         self.ensure_ready()?;
         let delivery_id = event.delivery_id.clone();
-        let new = self
-            .writer
-            .save(NewEvent { event, payload: request.payload })
-            .await
-            .map_err(status)?;
+        let new = self.writer.save(NewEvent { event, payload: request.payload }).await.map_err(status)?;
         Ok(Response::new(SaveEventResponse { delivery_id, duplicate: !new }))
     }
 
-    async fn get_ticket(
-        &self,
-        request: Request<GetTicketRequest>,
-    ) -> Result<Response<StoredTicket>, Status> {
+    async fn get_ticket(&self, request: Request<GetTicketRequest>) -> Result<Response<StoredTicket>, Status> {
         let number = request.into_inner().number;
         if number.is_empty() {
             return Err(Status::invalid_argument("number is required"));
@@ -177,7 +166,8 @@ impl StorageService for Storage {
                 Status::invalid_argument(format!("page_token {token:?} is not one this service issued"))
             })?),
         };
-        let filter = TicketFilter { category: r.category, ticket_type: r.r#type, event_id: r.event_id, before_seq };
+        let filter =
+            TicketFilter { category: r.category, ticket_type: r.r#type, event_id: r.event_id, before_seq };
         self.ensure_ready()?;
         // One extra row tells whether a next page exists.
         let mut rows = self.bounded(self.db.tickets(&filter, page_size + 1)).await?;
@@ -234,9 +224,7 @@ async fn watch_database(db: Database, health: Health, timeout: Duration, mut sto
     let mut migrated = false;
     let mut backoff = Backoff::default();
     loop {
-        let check = async {
-            if migrated { db.ping().await } else { db.migrate().await }
-        };
+        let check = async { if migrated { db.ping().await } else { db.migrate().await } };
         let result = match tokio::time::timeout(timeout, check).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!("no answer in {timeout:?}"))),
@@ -280,7 +268,8 @@ pub async fn serve(
     let health = server.health();
     let writer = Writer::start(db.clone(), cache.clone(), usize::from(args.max_batch), args.database_timeout);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher = tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, stop_rx.clone()));
+    let watcher =
+        tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, stop_rx.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, health.readiness(), async move {
         let mut stop = stop_rx;
         let _ = stop.wait_for(|stop| *stop).await;
