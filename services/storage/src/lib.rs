@@ -222,28 +222,30 @@ impl StorageService for Storage {
 /// it cannot be reached, SERVING again by itself when it answers.
 async fn watch_database(db: Database, health: Health, timeout: Duration, mut stop: watch::Receiver<bool>) {
     let mut migrated = false;
-    let mut backoff = Backoff::default();
+    let retry = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = retry();
     loop {
         let check = async { if migrated { db.ping().await } else { db.migrate().await } };
         let result = match tokio::time::timeout(timeout, check).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!("no answer in {timeout:?}"))),
         };
-        let pause = match result {
+        let reachable = match result {
             Ok(()) => {
                 if !migrated {
                     tracing::info!(backend = ?db.backend(), "database migrated");
                 }
                 migrated = true;
-                backoff = Backoff::default();
-                Duration::from_secs(1)
+                backoff = retry();
+                true
             }
             Err(error) => {
                 tracing::warn!(%error, "database not reachable, retrying");
-                backoff.next_delay()
+                false
             }
         };
-        health.set_serving(migrated && pause == Duration::from_secs(1)).await;
+        health.set_serving(reachable).await;
+        let pause = if reachable { Duration::from_secs(1) } else { backoff.next_delay() };
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
             () = tokio::time::sleep(pause) => {}
