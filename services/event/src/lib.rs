@@ -13,10 +13,7 @@ use ticketmesh_proto::v1::{
     event_service_server::{EventService, EventServiceServer},
     storage_service_client::StorageServiceClient,
 };
-use ticketmesh_runtime::{
-    admin,
-    grpc::{self, GrpcServer, with_deadline},
-};
+use ticketmesh_runtime::grpc::{self, GrpcServer, with_deadline};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -147,23 +144,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let events = Events::new(&args)?;
     let server = GrpcServer::new(&["ticketmesh.v1.EventService"]).await?;
-    let health = server.health();
     let storage_channel = grpc::channel(&args.storage_url, Duration::from_secs(1))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watcher = tokio::spawn(grpc::follow_dependency(
+    tokio::spawn(grpc::follow_dependency(
         storage_channel,
         "ticketmesh.v1.StorageService",
-        health.clone(),
-        stop_rx.clone(),
+        server.health(),
+        server.stopping(),
     ));
-    let admin = tokio::spawn(admin::serve(admin_listener, health.readiness(), wait_for(stop_rx)));
-    let result = server.add_service(EventServiceServer::new(events)).serve(grpc_listener, shutdown).await;
-    let _ = stop_tx.send(true);
-    let _ = watcher.await;
-    admin.await??;
-    result
-}
-
-async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+    server.add_service(EventServiceServer::new(events)).serve(grpc_listener, admin_listener, shutdown).await
 }

@@ -2,10 +2,10 @@
 //! serves gRPC health and reflection only; NotifierService calls answer
 //! UNIMPLEMENTED.
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
 use clap::Parser;
-use ticketmesh_runtime::{admin, grpc::GrpcServer};
+use ticketmesh_runtime::grpc::GrpcServer;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Parser)]
@@ -28,14 +28,6 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // No dependency yet, so the overall status is SERVING from the start.
     let server = GrpcServer::new(&[]).await?;
-    let health = server.health();
-    health.set_serving(true).await;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let admin = tokio::spawn(admin::serve(admin_listener, health.readiness(), async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
-    let result = server.serve(grpc_listener, shutdown).await;
-    let _ = stop_tx.send(true);
-    tokio::time::timeout(Duration::from_secs(5), admin).await???;
-    result
+    server.health().set_serving(true).await;
+    server.serve(grpc_listener, admin_listener, shutdown).await
 }

@@ -4,7 +4,7 @@
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     body::Body,
@@ -14,7 +14,7 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::Readiness;
+use crate::{Readiness, admin};
 
 /// Health of a gRPC server, kept in step with its `/ready`: one switch sets
 /// the overall status ("") and every named service's.
@@ -47,10 +47,12 @@ impl Health {
     }
 }
 
-/// A tonic server with `grpc.health.v1.Health` and reflection mounted.
+/// A tonic server with `grpc.health.v1.Health` and reflection mounted, served
+/// beside its admin HTTP server (`/health`, `/ready`, `/metrics`).
 pub struct GrpcServer {
     routes: RoutesBuilder,
     health: Health,
+    stopped: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
 impl GrpcServer {
@@ -69,7 +71,13 @@ impl GrpcServer {
         routes.add_service(reflection().build_v1alpha()?);
         let health = Health { reporter, services: services.into(), ready: Readiness::default() };
         health.set_serving(false).await;
-        Ok(Self { routes, health })
+        Ok(Self { routes, health, stopped: watch::channel(false) })
+    }
+
+    /// Turns true once the server has stopped: background tasks (dependency
+    /// watchers) end on it.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopped.1.clone()
     }
 
     pub fn health(&self) -> Health {
@@ -91,17 +99,23 @@ impl GrpcServer {
         self
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    /// Serves gRPC and the admin server until `shutdown` resolves, lets
+    /// in-flight calls finish, then stops the admin server and `stopping()`.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        grpc: TcpListener,
+        admin: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        Server::builder()
+        let (stop, stopped) = self.stopped;
+        let admin = tokio::spawn(admin::serve(admin, self.health.readiness(), until_true(stopped)));
+        let served = Server::builder()
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await?;
-        Ok(())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
+            .await;
+        let _ = stop.send(true);
+        admin.await??;
+        Ok(served?)
     }
 }
 
@@ -140,13 +154,18 @@ pub async fn is_serving(channel: Channel, service: &str, timeout: Duration) -> b
     matches!(answer, Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
 }
 
+/// Resolves once the flag turns true (or its sender is gone).
+pub async fn until_true(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
 /// Keeps `health` in step with a dependency's health until `stop` turns true:
 /// this service serves exactly while the one it needs does.
 pub async fn follow_dependency(
     channel: Channel,
     service: &'static str,
     health: Health,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let serving = is_serving(channel.clone(), service, Duration::from_secs(1)).await;

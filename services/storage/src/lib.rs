@@ -18,7 +18,6 @@ use ticketmesh_proto::v1::{
     storage_service_server::{StorageService, StorageServiceServer},
 };
 use ticketmesh_runtime::{
-    admin,
     backoff::Backoff,
     grpc::{GrpcServer, Health},
     metrics,
@@ -269,17 +268,10 @@ pub async fn serve(
     let server = GrpcServer::new(&["ticketmesh.v1.StorageService"]).await?;
     let health = server.health();
     let writer = Writer::start(db.clone(), cache.clone(), usize::from(args.max_batch), args.database_timeout);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher =
-        tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, stop_rx.clone()));
-    let admin = tokio::spawn(admin::serve(admin_listener, health.readiness(), async move {
-        let mut stop = stop_rx;
-        let _ = stop.wait_for(|stop| *stop).await;
-    }));
+    tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, server.stopping()));
     let storage = Storage { db, cache, writer, health, timeout: args.database_timeout };
-    let result = server.add_service(StorageServiceServer::new(storage)).serve(grpc_listener, shutdown).await;
-    let _ = stop_tx.send(true);
-    let _ = watcher.await;
-    admin.await??;
-    result
+    server
+        .add_service(StorageServiceServer::new(storage))
+        .serve(grpc_listener, admin_listener, shutdown)
+        .await
 }
