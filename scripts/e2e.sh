@@ -40,7 +40,7 @@ export LOG_FORMAT=json WEBHOOK_SECRET=e2e-secret
 env GRPC_ADDR=127.0.0.1:25053 ADMIN_ADDR=127.0.0.1:29003 DATABASE_URL="$base/$db" REDIS_URL="$REDIS" \
   CACHE_PREFIX="$db" "$bin/app-storage" >"$work/storage.log" 2>&1 & pids+=($!)
 env GRPC_ADDR=127.0.0.1:25052 ADMIN_ADDR=127.0.0.1:29002 "$bin/app-notifier" >"$work/notifier.log" 2>&1 & pids+=($!)
-env GRPC_ADDR=127.0.0.1:25051 ADMIN_ADDR=127.0.0.1:29001 STORAGE_URL=http://127.0.0.1:25053 \
+env GRPC_ADDR=127.0.0.1:25051 ADMIN_ADDR=127.0.0.1:29001 STORAGE_URL=http://127.0.0.1:25053 NOTIFIER_URL=http://127.0.0.1:25052 \
   "$bin/app-event" >"$work/event.log" 2>&1 & pids+=($!)
 env HTTP_ADDR=127.0.0.1:28080 EVENT_URL=http://127.0.0.1:25051 STORAGE_URL=http://127.0.0.1:25053 \
   "$bin/app-gateway" >"$work/gateway.log" 2>&1 & pids+=($!)
@@ -56,6 +56,7 @@ check "signed webhook accepted" bash -c "WEBHOOK_SECRET=e2e-secret scripts/send-
 check "replay answered as duplicate" bash -c "WEBHOOK_SECRET=e2e-secret scripts/send-webhook.sh $number http://127.0.0.1:28080 | grep -q '\"duplicate\":true'"
 check "ticket read back with its exact price" bash -c "curl -sf http://127.0.0.1:28080/api/tickets/$number | grep -q '\"amount\":\"42.50\"'"
 check "wrong secret rejected with 401" bash -c "WEBHOOK_SECRET=wrong scripts/send-webhook.sh X http://127.0.0.1:28080 | grep -q invalid_signature"
+check "outbox relayed through the notifier (in-process bus)" bash -c "for _ in \$(seq 1 50); do [ \"\$(psql '$base/$db' -tAc 'SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL')\" = 0 ] && exit 0; sleep 0.2; done; exit 1"
 check "stored exactly once in PostgreSQL" bash -c "[ \"\$(psql '$base/$db' -tAc \"SELECT COUNT(*) FROM events WHERE ticket_number = '$number'\")\" = 1 ]"
 
 for port in 25051 25052 25053; do

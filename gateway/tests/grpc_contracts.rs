@@ -86,7 +86,7 @@ async fn every_server_answers_health_and_both_reflection_versions() {
     for (url, own) in [
         (&stack.event_grpc, Some("ticketmesh.v1.EventService")),
         (&stack.storage_grpc, Some("ticketmesh.v1.StorageService")),
-        (&stack.notifier_grpc, None),
+        (&stack.notifier_grpc, Some("ticketmesh.v1.NotifierService")),
     ] {
         let channel = connect(url).await;
         let overall = HealthClient::new(channel.clone())

@@ -63,7 +63,11 @@ async fn a_503_stored_nothing_and_the_retry_is_stored_once() {
     let client = reqwest::Client::new();
 
     // The event service cannot reach storage at all.
-    let cut = Stack::start_with(&backend, Options { storage_url: Some(format!("http://{CLOSED}")) }).await;
+    let cut = Stack::start_with(
+        &backend,
+        Options { storage_url: Some(format!("http://{CLOSED}")), ..Options::default() },
+    )
+    .await;
     for _ in 0..3 {
         let a = post_signed(&client, &cut, &body).await;
         assert_eq!((a.status, a.body["error"]["code"].as_str()), (503, Some("unavailable")), "{}", a.body);

@@ -21,6 +21,10 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -118,10 +122,12 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
     }
 }
 
-/// What to start; `storage_url` overrides where event and gateway find storage.
+/// What to start; `storage_url` overrides where event and gateway find
+/// storage; `amqp` = (URL, exchange) points the notifier at RabbitMQ.
 #[derive(Default)]
 pub struct Options {
     pub storage_url: Option<String>,
+    pub amqp: Option<(String, String)>,
 }
 
 impl Stack {
@@ -154,8 +160,16 @@ impl Stack {
             admin_addr: ea_addr.to_string(),
             storage_url: storage_url.clone(),
             storage_timeout: timeout,
+            notifier_url: format!("http://{ng_addr}"),
         };
-        let notifier = app_notifier::Args { grpc_addr: ng_addr.to_string(), admin_addr: na_addr.to_string() };
+        let (amqp_url, amqp_exchange) = options.amqp.unzip();
+        let notifier = app_notifier::Args {
+            grpc_addr: ng_addr.to_string(),
+            admin_addr: na_addr.to_string(),
+            amqp_url,
+            amqp_exchange: amqp_exchange.unwrap_or_else(|| "ticketmesh.events".into()),
+            publish_timeout: Duration::from_secs(2),
+        };
         let gateway = app_gateway::Args {
             http_addr: http_addr.to_string(),
             event_url: format!("http://{eg_addr}"),

@@ -3,18 +3,20 @@
 //! storage does.
 
 pub mod petzi;
+pub mod relay;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use clap::Parser;
 use ticketmesh_proto::v1::{
     HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse, RecordSnsNotificationRequest,
     RecordSnsNotificationResponse, SaveEventRequest, TicketEvent,
     event_service_server::{EventService, EventServiceServer},
+    notifier_service_client::NotifierServiceClient,
     storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::grpc::{self, GrpcServer, with_deadline};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -37,6 +39,9 @@ pub struct Args {
     /// Deadline of each call to storage.
     #[arg(long, env = "STORAGE_TIMEOUT", default_value = "5s", value_parser = humantime_duration)]
     pub storage_timeout: Duration,
+    /// The notifier service's gRPC URL (the outbox relay publishes through it).
+    #[arg(long, env = "NOTIFIER_URL", default_value = "http://127.0.0.1:50052")]
+    pub notifier_url: String,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -47,13 +52,8 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 pub struct Events {
     storage: StorageServiceClient<Channel>,
     storage_timeout: Duration,
-}
-
-impl Events {
-    pub fn new(args: &Args) -> anyhow::Result<Self> {
-        let channel = grpc::channel(&args.storage_url, args.storage_timeout)?;
-        Ok(Self { storage: StorageServiceClient::new(channel), storage_timeout: args.storage_timeout })
-    }
+    /// Wakes the outbox relay when a new delivery is stored.
+    relay: Arc<Notify>,
 }
 
 fn invalid_payload(error: &petzi::PayloadError) -> Status {
@@ -113,6 +113,9 @@ impl EventService for Events {
             .await
             .map_err(from_storage)?
             .into_inner();
+        if !saved.duplicate {
+            self.relay.notify_one();
+        }
         tracing::info!(
             delivery_id = %delivery_id,
             ticket = %ticket_number,
@@ -142,7 +145,10 @@ pub async fn serve(
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let events = Events::new(&args)?;
+    let storage = StorageServiceClient::new(grpc::channel(&args.storage_url, args.storage_timeout)?);
+    let wake = Arc::new(Notify::new());
+    let events =
+        Events { storage: storage.clone(), storage_timeout: args.storage_timeout, relay: wake.clone() };
     let server = GrpcServer::new(&["ticketmesh.v1.EventService"]).await?;
     let storage_channel = grpc::channel(&args.storage_url, Duration::from_secs(1))?;
     tokio::spawn(grpc::follow_dependency(
@@ -151,5 +157,13 @@ pub async fn serve(
         server.health(),
         server.stopping(),
     ));
+    let relay = relay::Relay {
+        storage,
+        notifier: NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.storage_timeout)?),
+        wake,
+        timeout: args.storage_timeout,
+        batch: 200,
+    };
+    tokio::spawn(relay.run(server.stopping()));
     server.add_service(EventServiceServer::new(events)).serve(grpc_listener, admin_listener, shutdown).await
 }

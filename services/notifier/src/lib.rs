@@ -1,12 +1,28 @@
-//! app-notifier: will publish ticket events to RabbitMQ and SNS. For now it
-//! serves gRPC health and reflection only; NotifierService calls answer
-//! UNIMPLEMENTED.
+//! app-notifier: publishes ticket events to RabbitMQ (the durable topic
+//! exchange `ticketmesh.events`, publisher confirms) or, with no AMQP_URL, to
+//! an in-process bus. SNS and Subscribe come later: SNS destinations report
+//! "disabled" and Subscribe answers UNIMPLEMENTED.
 
-use std::future::Future;
+pub mod bus;
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use clap::Parser;
-use ticketmesh_runtime::grpc::GrpcServer;
+use ticketmesh_proto::v1::{
+    Destination, Notification, PublishRequest, PublishResponse, PublishResult, SubscribeRequest,
+    notifier_service_server::{NotifierService, NotifierServiceServer},
+};
+use ticketmesh_runtime::{
+    backoff::Backoff,
+    grpc::{GrpcServer, Health},
+    metrics,
+};
 use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use crate::bus::{Amqp, Bus, Message};
+
+pub const SERVICE: &str = "ticketmesh.v1.NotifierService";
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "app-notifier", version, about = "ticketmesh notifier service (gRPC)")]
@@ -17,17 +33,120 @@ pub struct Args {
     /// Address of the admin HTTP server (/health, /ready, /metrics).
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:9002")]
     pub admin_addr: String,
+    /// amqp://user:pass@host:5672/%2f for RabbitMQ; unset means the in-process bus.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// The topic exchange ticket events are published to.
+    #[arg(long, env = "AMQP_EXCHANGE", default_value = "ticketmesh.events")]
+    pub amqp_exchange: String,
+    /// Bound on connecting and on each publish confirmation.
+    #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "5s", value_parser = ticketmesh_runtime::parse_duration)]
+    pub publish_timeout: Duration,
+}
+
+static PUBLISHED: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
+    metrics::counter_vec(
+        "amqp_publish_total",
+        "Messages published to the bus, by routing key and outcome",
+        &["routing_key", "status"],
+    )
+});
+
+pub struct Notifier {
+    bus: Arc<Bus>,
+}
+
+fn bounded_key(routing_key: &str) -> &str {
+    match routing_key {
+        "ticket.created" | "ticket.updated" | "hello" => routing_key,
+        _ => "other",
+    }
+}
+
+#[tonic::async_trait]
+impl NotifierService for Notifier {
+    async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
+        let r = request.into_inner();
+        if r.message_id.is_empty() || r.routing_key.is_empty() {
+            return Err(Status::invalid_argument("message_id and routing_key are required"));
+        }
+        let mut results = Vec::new();
+        let destinations =
+            if r.destinations.is_empty() { vec![Destination::Amqp as i32] } else { r.destinations };
+        for destination in destinations {
+            match Destination::try_from(destination) {
+                Ok(Destination::Amqp) => {
+                    let message = Message {
+                        message_id: r.message_id.clone(),
+                        routing_key: r.routing_key.clone(),
+                        content_type: r.content_type.clone(),
+                        payload: r.payload.clone(),
+                    };
+                    let outcome = self.bus.publish(&message).await;
+                    let status = if outcome.is_ok() { "published" } else { "failed" };
+                    PUBLISHED.with_label_values(&[bounded_key(&r.routing_key), status]).inc();
+                    outcome.map_err(|e| Status::unavailable(e.to_string()))?;
+                    results.push(PublishResult {
+                        destination,
+                        status: "published".into(),
+                        broker_message_id: r.message_id.clone(),
+                    });
+                }
+                Ok(Destination::Sns) => results.push(PublishResult {
+                    destination,
+                    status: "disabled".into(),
+                    broker_message_id: String::new(),
+                }),
+                _ => return Err(Status::invalid_argument(format!("unknown destination {destination}"))),
+            }
+        }
+        Ok(Response::new(PublishResponse { results }))
+    }
+
+    type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Notification, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        _: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(Status::unimplemented("Subscribe is not served yet"))
+    }
+}
+
+/// Keeps health in step with the broker, reconnecting with backoff.
+async fn watch_bus(bus: Arc<Bus>, health: Health, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let up = bus.check().await;
+        health.set_serving(up).await;
+        let pause = if up {
+            backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+            Duration::from_secs(2)
+        } else {
+            backoff.next_delay()
+        };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
 }
 
 /// Serves the notifier on already bound listeners until `shutdown`.
 pub async fn serve(
-    _args: Args,
+    args: Args,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // No dependency yet, so the overall status is SERVING from the start.
-    let server = GrpcServer::new(&[]).await?;
-    server.health().set_serving(true).await;
-    server.serve(grpc_listener, admin_listener, shutdown).await
+    let bus = Arc::new(match &args.amqp_url {
+        Some(url) => Bus::Amqp(Box::new(Amqp::new(url, &args.amqp_exchange, args.publish_timeout))),
+        None => Bus::local(),
+    });
+    let server = GrpcServer::new(&[SERVICE]).await?;
+    tokio::spawn(watch_bus(bus.clone(), server.health(), server.stopping()));
+    server
+        .add_service(NotifierServiceServer::new(Notifier { bus }))
+        .serve(grpc_listener, admin_listener, shutdown)
+        .await
 }

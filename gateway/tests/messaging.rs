@@ -1,0 +1,215 @@
+//! Accepted webhooks flow from the outbox through the relay and the notifier
+//! to RabbitMQ: each exactly once per message id, in order, persistent; and
+//! nothing accepted while the broker is unreachable is lost.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use lapin::{
+    Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::FieldTable,
+};
+use prost::Message;
+use ticketmesh_proto::v1::TicketEvent;
+use tokio_stream::StreamExt;
+
+/// A test's own exchange and an exclusive queue bound to `ticket.*`.
+struct Listener {
+    connection: Connection,
+    exchange: String,
+    consumer: lapin::Consumer,
+}
+
+impl Listener {
+    async fn bind(exchange: &str) -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                "ticket.*".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "test".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Self { connection, exchange: exchange.to_owned(), consumer }
+    }
+
+    /// Waits for `n` messages (at most `within`), then checks nothing more comes.
+    async fn take(&mut self, n: usize, within: Duration) -> Vec<lapin::message::Delivery> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.consumer.next()).await {
+                Ok(Some(delivery)) => got.push(delivery.unwrap()),
+                _ => panic!("only {} of {n} messages arrived", got.len()),
+            }
+        }
+        if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(800), self.consumer.next()).await
+        {
+            panic!("more than {n} messages: {:?}", extra.unwrap().properties.message_id());
+        }
+        got
+    }
+
+    async fn close(self) {
+        let channel = self.connection.create_channel().await.unwrap();
+        channel
+            .exchange_delete(self.exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+        let _ = self.connection.close(0, "done".into()).await;
+    }
+}
+
+fn message_id(d: &lapin::message::Delivery) -> String {
+    d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default()
+}
+
+async fn wait_until_published(backend: &Backend) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.count("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL").await > 0 {
+        assert!(Instant::now() < deadline, "outbox not drained in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_accepted_webhook_reaches_rabbitmq_once_in_order() {
+    let backend = Backend::postgres(false).await;
+    let exchange = unique("tm.test");
+    let mut listener = Listener::bind(&exchange).await;
+    let options = Options { amqp: Some((amqp_url(), exchange.clone())), ..Options::default() };
+    let stack = Stack::start_with(&backend, options).await.ready().await;
+    let client = reqwest::Client::new();
+
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let event = if i % 5 == 4 { "ticket_updated" } else { "ticket_created" };
+        let body = delivery(
+            event,
+            &format!("PETZIQ{i:03}"),
+            "Concert",
+            "20.00",
+            if i % 5 == 4 { "event_cancellation" } else { "" },
+        );
+        let a = post_signed(&client, &stack, &body).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        sent.push((a.body["delivery_id"].as_str().unwrap().to_owned(), body));
+    }
+    for (_, body) in sent.iter().take(10) {
+        assert_eq!(post_signed(&client, &stack, body).await.body["duplicate"], true);
+    }
+
+    let got = listener.take(20, Duration::from_secs(15)).await;
+    let ids: Vec<String> = got.iter().map(message_id).collect();
+    let expected: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, expected, "every delivery once, in the order accepted");
+    for (i, d) in got.iter().enumerate() {
+        let key = if i % 5 == 4 { "ticket.updated" } else { "ticket.created" };
+        assert_eq!(d.routing_key.as_str(), key);
+        assert_eq!(*d.properties.delivery_mode(), Some(2), "persistent");
+        let event = TicketEvent::decode(d.data.as_slice()).unwrap();
+        assert_eq!(event.delivery_id, ids[i]);
+        assert_eq!(event.ticket.unwrap().number, format!("PETZIQ{i:03}"));
+    }
+    wait_until_published(&backend).await;
+    stack.stop().await;
+    listener.close().await;
+    backend.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_accepted_while_the_broker_is_unreachable_all_arrive_later() {
+    let backend = Backend::postgres(false).await;
+    let exchange = unique("tm.test");
+    let client = reqwest::Client::new();
+
+    // The notifier cannot reach RabbitMQ: webhooks are still accepted (stored).
+    let cut = Options {
+        amqp: Some(("amqp://guest:guest@127.0.0.1:1/%2f".into(), exchange.clone())),
+        ..Options::default()
+    };
+    let stack = Stack::start_with(&backend, cut).await.ready().await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let a = post_signed(
+            &client,
+            &stack,
+            &delivery("ticket_created", &format!("PETZIU{i:03}"), "Theater", "15.00", ""),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        ids.push(a.body["delivery_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(backend.count("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL").await, 100);
+    stack.stop().await;
+
+    // The broker is back: the backlog drains by itself, nothing lost or doubled.
+    let mut listener = Listener::bind(&exchange).await;
+    let whole = Options { amqp: Some((amqp_url(), exchange.clone())), ..Options::default() };
+    let stack = Stack::start_with(&backend, whole).await.ready().await;
+    let got: Vec<String> = listener.take(100, Duration::from_secs(20)).await.iter().map(message_id).collect();
+    assert_eq!(got, ids);
+    wait_until_published(&backend).await;
+    assert_eq!(backend.count("SELECT COUNT(*) FROM events").await, 100);
+    stack.stop().await;
+    listener.close().await;
+    backend.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_bus_drains_the_outbox_without_a_broker() {
+    let backend = Backend::sqlite();
+    let stack = Stack::start(&backend).await.ready().await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let a = post_signed(
+            &client,
+            &stack,
+            &delivery("ticket_created", &format!("PETZIL{i}"), "Comedy Show", "9.90", ""),
+        )
+        .await;
+        assert_eq!(a.status, 200);
+    }
+    wait_until_published(&backend).await;
+    assert_eq!(backend.count("SELECT COUNT(*) FROM outbox").await, 5);
+    stack.stop().await;
+    backend.drop_database().await;
+}

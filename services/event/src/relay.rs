@@ -1,0 +1,117 @@
+//! The outbox relay: publishes what storage committed to the outbox, oldest
+//! first, through the notifier, then marks it published.
+//!
+//! It lives in the event service because this is the service that makes
+//! outbox rows (through SaveEvent) and already holds a storage client: it
+//! can wake the relay the moment a delivery is stored, and neither storage
+//! (which should not call out) nor the notifier (which should stay a thin
+//! publisher) needs to know about the other. Guarantees: at least once (a
+//! crash between publish and ack republishes, with the same message id),
+//! and in order per ticket (messages go out strictly in outbox order and the
+//! relay stops at the first failure). Run one relay per deployment: a second
+//! replica would still deliver everything, but could interleave the order.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus::{IntCounterVec, IntGauge};
+use ticketmesh_proto::v1::{
+    AckOutboxRequest, Destination, FetchOutboxRequest, PublishRequest,
+    notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
+};
+use ticketmesh_runtime::{backoff::Backoff, grpc::with_deadline, metrics};
+use tokio::sync::{Notify, watch};
+use tonic::transport::Channel;
+
+static BACKLOG: std::sync::LazyLock<IntGauge> = std::sync::LazyLock::new(|| {
+    metrics::gauge(
+        "outbox_relay_backlog",
+        "Outbox messages waiting to be published, as the relay last saw it",
+    )
+});
+static RELAYED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    metrics::counter_vec(
+        "outbox_relay_published_total",
+        "Outbox messages handed to the notifier, by outcome",
+        &["status"],
+    )
+});
+
+pub struct Relay {
+    pub storage: StorageServiceClient<Channel>,
+    pub notifier: NotifierServiceClient<Channel>,
+    pub wake: Arc<Notify>,
+    pub timeout: Duration,
+    pub batch: i32,
+}
+
+impl Relay {
+    /// Runs until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let pause = match self.round().await {
+                Ok(0) => Some(Duration::from_secs(1)), // idle: wait for a wake-up
+                Ok(_) => {
+                    backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                    None // there may be more: go again at once
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "outbox relay paused");
+                    Some(backoff.next_delay())
+                }
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(pause) => {}
+                }
+            } else if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// One fetch → publish → ack round; returns how many were published.
+    async fn round(&mut self) -> Result<usize, tonic::Status> {
+        let fetched = self
+            .storage
+            .fetch_outbox(with_deadline(FetchOutboxRequest { limit: self.batch }, self.timeout))
+            .await?
+            .into_inner();
+        BACKLOG.set(fetched.backlog);
+        let mut published = Vec::with_capacity(fetched.messages.len());
+        let mut failure = None;
+        for message in fetched.messages {
+            let request = PublishRequest {
+                message_id: message.message_id,
+                routing_key: message.routing_key,
+                payload: message.payload,
+                content_type: "application/x-protobuf; proto=ticketmesh.v1.TicketEvent".into(),
+                destinations: vec![Destination::Amqp.into()],
+                sns_topic: String::new(),
+            };
+            match self.notifier.publish(with_deadline(request, self.timeout)).await {
+                Ok(_) => {
+                    RELAYED.with_label_values(&["published"]).inc();
+                    published.push(message.id);
+                }
+                Err(status) => {
+                    RELAYED.with_label_values(&["failed"]).inc();
+                    failure = Some(status);
+                    break; // keep the order: nothing after a failure goes out first
+                }
+            }
+        }
+        if !published.is_empty() {
+            self.storage
+                .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.timeout))
+                .await?;
+            BACKLOG.set(fetched.backlog - published.len() as i64);
+        }
+        match failure {
+            Some(status) => Err(status),
+            None => Ok(published.len()),
+        }
+    }
+}
