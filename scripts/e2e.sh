@@ -42,7 +42,7 @@ env GRPC_ADDR=127.0.0.1:25053 ADMIN_ADDR=127.0.0.1:29003 DATABASE_URL="$base/$db
 env GRPC_ADDR=127.0.0.1:25052 ADMIN_ADDR=127.0.0.1:29002 "$bin/app-notifier" >"$work/notifier.log" 2>&1 & pids+=($!)
 env GRPC_ADDR=127.0.0.1:25051 ADMIN_ADDR=127.0.0.1:29001 STORAGE_URL=http://127.0.0.1:25053 NOTIFIER_URL=http://127.0.0.1:25052 \
   "$bin/app-event" >"$work/event.log" 2>&1 & pids+=($!)
-env HTTP_ADDR=127.0.0.1:28080 EVENT_URL=http://127.0.0.1:25051 STORAGE_URL=http://127.0.0.1:25053 \
+env HTTP_ADDR=127.0.0.1:28080 EVENT_URL=http://127.0.0.1:25051 STORAGE_URL=http://127.0.0.1:25053 NOTIFIER_URL=http://127.0.0.1:25052 \
   "$bin/app-gateway" >"$work/gateway.log" 2>&1 & pids+=($!)
 
 for _ in $(seq 1 100); do

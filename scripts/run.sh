@@ -41,7 +41,8 @@ start app-storage GRPC_ADDR=127.0.0.1:50053 ADMIN_ADDR=127.0.0.1:9003
 start app-notifier GRPC_ADDR=127.0.0.1:50052 ADMIN_ADDR=127.0.0.1:9002
 start app-event GRPC_ADDR=127.0.0.1:50051 ADMIN_ADDR=127.0.0.1:9001 STORAGE_URL=http://127.0.0.1:50053 \
   NOTIFIER_URL=http://127.0.0.1:50052
-start app-gateway HTTP_ADDR=127.0.0.1:8080 EVENT_URL=http://127.0.0.1:50051 STORAGE_URL=http://127.0.0.1:50053
+start app-gateway HTTP_ADDR=127.0.0.1:8080 EVENT_URL=http://127.0.0.1:50051 STORAGE_URL=http://127.0.0.1:50053 \
+  NOTIFIER_URL=http://127.0.0.1:50052
 
 # Readiness over bash's /dev/tcp, so nothing but bash is needed.
 ready() {
@@ -70,7 +71,7 @@ if [ -n "${AMQP_URL:-}" ]; then bus="RabbitMQ (${AMQP_EXCHANGE:-ticketmesh.event
 cat <<TXT
 
 ticketmesh is up (database: ${DATABASE_URL:-sqlite:data/ticketmesh.db}, cache: ${REDIS_URL:-none}, bus: $bus)
-  gateway        http://127.0.0.1:8080   POST /webhook · GET /api/tickets · /api/stats · /ready · /metrics
+  gateway        http://127.0.0.1:8080   POST /webhook · GET /events · /api/tickets · /api/stats · /ready · /metrics
   app-event      grpc 127.0.0.1:50051    admin http://127.0.0.1:9001/metrics
   app-notifier   grpc 127.0.0.1:50052    admin http://127.0.0.1:9002/metrics
   app-storage    grpc 127.0.0.1:50053    admin http://127.0.0.1:9003/metrics

@@ -19,19 +19,22 @@ use axum::{
     extract::{MatchedPath, Path, Query, Request, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::{IntoResponse, Response, sse},
     routing::{get, post},
 };
 use clap::Parser;
 use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
+use prost::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::{
-    EventType, GetStatsRequest, GetTicketRequest, IngestWebhookRequest, ListTicketsRequest,
-    event_service_client::EventServiceClient, storage_service_client::StorageServiceClient,
+    EventType, GetStatsRequest, GetTicketRequest, IngestWebhookRequest, ListTicketsRequest, StoredTicket,
+    SubscribeRequest, TicketEvent, event_service_client::EventServiceClient,
+    notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{admin, grpc, metrics};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 use crate::{
@@ -51,6 +54,9 @@ pub struct Args {
     /// The storage service's gRPC URL (for the /api reads).
     #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50053")]
     pub storage_url: String,
+    /// The notifier service's gRPC URL (for the live /events stream).
+    #[arg(long, env = "NOTIFIER_URL", default_value = "http://127.0.0.1:50052")]
+    pub notifier_url: String,
     /// The secret PETZI signs webhooks with (HMAC-SHA256).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: String,
@@ -68,6 +74,7 @@ pub struct Args {
 struct Inner {
     event: EventServiceClient<Channel>,
     storage: StorageServiceClient<Channel>,
+    notifier: NotifierServiceClient<Channel>,
     event_channel: Channel,
     storage_channel: Channel,
     secret: Vec<u8>,
@@ -89,6 +96,7 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             event: EventServiceClient::new(event_channel.clone()),
             storage: StorageServiceClient::new(storage_channel.clone()),
+            notifier: NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.grpc_timeout)?),
             event_channel,
             storage_channel,
             secret: args.webhook_secret.as_bytes().to_vec(),
@@ -145,6 +153,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/tickets", get(list_tickets))
         .route("/api/tickets/{number}", get(get_ticket))
         .route("/api/stats", get(stats))
+        .route("/events", get(events))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(admin::metrics_handler))
@@ -350,6 +359,63 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
         .map_err(|s| AppError::from_grpc("the storage service", &s))?
         .into_inner();
     Ok(Json(render::stats(&stats)))
+}
+
+static SSE_CLIENTS: LazyLock<IntGauge> =
+    LazyLock::new(|| metrics::gauge("sse_clients", "Clients connected to GET /events"));
+
+/// Counts a connected SSE client for as long as its stream lives.
+struct SseClient;
+
+impl SseClient {
+    fn new() -> Self {
+        SSE_CLIENTS.inc();
+        Self
+    }
+}
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        SSE_CLIENTS.dec();
+    }
+}
+
+/// Live ticket events as Server-Sent Events: `event:` the event type, `id:`
+/// the message id, `data:` the ticket as JSON; a heartbeat comment every 15 s.
+/// When the client leaves, the stream is dropped, which ends the Subscribe
+/// call and with it the notifier's queue.
+async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
+    let request = SubscribeRequest { routing_keys: vec!["ticket.*".into()] };
+    let stream = state
+        .0
+        .notifier
+        .clone()
+        .subscribe(request)
+        .await
+        .map_err(|s| AppError::from_grpc("the notifier service", &s))?
+        .into_inner();
+    let client = SseClient::new();
+    let events = stream.map_while(move |n| {
+        let _counted = &client;
+        let n = n.ok()?;
+        let event = TicketEvent::decode(n.payload.as_slice()).ok()?;
+        let kind = match event.r#type() {
+            EventType::TicketUpdated => "ticket_updated",
+            _ => "ticket_created",
+        };
+        let stored = StoredTicket {
+            ticket: event.ticket,
+            buyer: event.buyer,
+            last_event: event.r#type,
+            created_at: event.received_at,
+            updated_at: event.received_at,
+        };
+        Some(Ok::<_, std::convert::Infallible>(
+            sse::Event::default().event(kind).id(n.message_id).data(render::ticket(&stored).to_string()),
+        ))
+    });
+    let keep_alive = sse::KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat");
+    Ok(sse::Sse::new(events).keep_alive(keep_alive).into_response())
 }
 
 /// Ready only while both services this gateway calls answer SERVING.

@@ -213,3 +213,69 @@ async fn the_embedded_bus_drains_the_outbox_without_a_broker() {
     stack.stop().await;
     backend.drop_database().await;
 }
+
+/// Reads `/events` until a ticket event with `id` comes (or `within` passes).
+async fn sse_until(response: &mut reqwest::Response, id: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut seen = String::new();
+    while !(seen.contains(&format!("id: {id}")) && seen.contains("event: ticket_created")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => panic!("no event {id} within {within:?}; got {seen:?}"),
+        }
+    }
+    seen
+}
+
+async fn gauge(url: String, name: &str) -> f64 {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok()).unwrap_or(-1.0)
+}
+
+async fn sse_shows_a_webhook_and_cleans_up(stack: &Stack) {
+    let client = reqwest::Client::new();
+    let mut response = client.get(stack.url("/events")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let a = post_signed(&client, stack, &delivery("ticket_created", "PETZISSE1", "Dance Party", "33.30", ""))
+        .await;
+    assert_eq!(a.status, 200);
+    let id = a.body["delivery_id"].as_str().unwrap();
+    let seen = sse_until(&mut response, id, Duration::from_secs(2)).await;
+    assert!(seen.contains(r#""number":"PETZISSE1""#), "{seen}");
+    assert!(seen.contains(r#""amount":"33.30""#), "{seen}");
+    assert_eq!(gauge(format!("{}/metrics", stack.notifier_admin), "notifier_subscribers").await, 1.0);
+
+    // The client leaves: its stream, subscription (and queue) go away.
+    drop(response);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge(format!("{}/metrics", stack.notifier_admin), "notifier_subscribers").await != 0.0 {
+        assert!(Instant::now() < deadline, "subscriber still counted 5 s after the client left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gauge(stack.url("/metrics"), "sse_clients").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_clients_see_tickets_through_rabbitmq_and_unsubscribe_on_leaving() {
+    let backend = Backend::sqlite();
+    let exchange = unique("tm.test");
+    let options = Options { amqp: Some((amqp_url(), exchange.clone())), ..Options::default() };
+    let stack = Stack::start_with(&backend, options).await.ready().await;
+    sse_shows_a_webhook_and_cleans_up(&stack).await;
+    stack.stop().await;
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await.unwrap();
+    backend.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_clients_see_tickets_on_the_embedded_bus() {
+    let backend = Backend::sqlite();
+    let stack = Stack::start(&backend).await.ready().await;
+    sse_shows_a_webhook_and_cleans_up(&stack).await;
+    stack.stop().await;
+    backend.drop_database().await;
+}

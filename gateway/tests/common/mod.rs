@@ -174,6 +174,7 @@ impl Stack {
             http_addr: http_addr.to_string(),
             event_url: format!("http://{eg_addr}"),
             storage_url,
+            notifier_url: format!("http://{ng_addr}"),
             webhook_secret: SECRET.into(),
             signature_tolerance: Duration::from_secs(30),
             max_body_bytes: 256 * 1024,

@@ -2,15 +2,19 @@
 //! publisher confirms) when AMQP_URL is set, else an in-process broadcast
 //! with the same publish semantics, so `make run` needs no broker.
 
-use std::time::Duration;
+use std::{pin::Pin, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-    options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions},
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
+    },
     types::FieldTable,
 };
 use ticketmesh_proto::v1::Notification;
 use tokio::sync::{Mutex, broadcast};
+use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
 
 /// A message ready to publish.
 #[derive(Debug, Clone)]
@@ -60,12 +64,62 @@ impl Bus {
         }
     }
 
+    /// A live stream of the messages whose routing key matches one of
+    /// `patterns` (AMQP topic patterns; empty means all). For RabbitMQ this
+    /// is an exclusive, auto-deleted queue of its own, gone when the stream
+    /// is dropped.
+    pub async fn subscribe(&self, patterns: Vec<String>) -> Result<NotificationStream, BusError> {
+        let patterns = if patterns.is_empty() { vec!["#".to_owned()] } else { patterns };
+        match self {
+            Self::Amqp(amqp) => amqp.subscribe(&patterns).await,
+            Self::Local(tx) => {
+                let stream = BroadcastStream::new(tx.subscribe()).filter_map(move |item| match item {
+                    Ok(n) if patterns.iter().any(|p| topic_matches(p, &n.routing_key)) => Some(n),
+                    // A lagging subscriber skips what it missed rather than ending.
+                    _ => None,
+                });
+                Ok(Box::pin(stream))
+            }
+        }
+    }
+
     /// Whether publishing can work now; for AMQP this (re)connects.
     pub async fn check(&self) -> bool {
         match self {
             Self::Amqp(amqp) => amqp.channel().await.is_ok(),
             Self::Local(_) => true,
         }
+    }
+}
+
+pub type NotificationStream = Pin<Box<dyn Stream<Item = Notification> + Send>>;
+
+/// AMQP topic matching: words split by '.', `*` is one word, `#` any number.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(pw), Some(kw)) if pw == kw => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+/// Closes its channel when the subscriber's stream is dropped, which
+/// cancels the consumer and so deletes the auto-delete queue.
+struct ChannelGuard(Channel);
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        let channel = self.0.clone();
+        tokio::spawn(async move {
+            let _ = channel.close(200, "subscriber left".into()).await;
+        });
     }
 }
 
@@ -115,6 +169,85 @@ impl Amqp {
         Ok(channel)
     }
 
+    async fn subscribe(&self, patterns: &[String]) -> Result<NotificationStream, BusError> {
+        self.channel().await?;
+        let channel = {
+            let open = self.open.lock().await;
+            let (connection, _) =
+                open.as_ref().ok_or_else(|| BusError::Unreachable("connection lost".into()))?;
+            tokio::time::timeout(self.timeout, connection.create_channel())
+                .await
+                .map_err(|_| BusError::Timeout(self.timeout))?
+                .map_err(|e| BusError::Unreachable(e.to_string()))?
+        };
+        // Closed when the stream is dropped, or right away if setup fails.
+        let guard = ChannelGuard(channel.clone());
+        let setup = async {
+            let queue = channel
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            for pattern in patterns {
+                channel
+                    .queue_bind(
+                        queue.name().clone(),
+                        self.exchange.as_str().into(),
+                        pattern.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+            let consumer = channel
+                .basic_consume(
+                    queue.name().clone(),
+                    "".into(),
+                    BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>(consumer)
+        };
+        let consumer = tokio::time::timeout(self.timeout, setup)
+            .await
+            .map_err(|_| BusError::Timeout(self.timeout))?
+            .map_err(|e| BusError::Unreachable(e.to_string()))?;
+        let stream = consumer.map_while(move |delivery| {
+            let _alive = &guard;
+            let d = delivery.ok()?;
+            let published_at = d
+                .properties
+                .timestamp()
+                .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+                .unwrap_or_else(std::time::SystemTime::now);
+            Some(Notification {
+                message_id: d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                routing_key: d.routing_key.as_str().to_owned(),
+                content_type: d
+                    .properties
+                    .content_type()
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                payload: d.data,
+                published_at: Some(published_at.into()),
+            })
+        });
+        Ok(Box::pin(stream))
+    }
+
     async fn reset(&self) {
         *self.open.lock().await = None;
     }
@@ -153,5 +286,20 @@ impl Amqp {
                 Err(BusError::Timeout(self.timeout))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns_match_like_rabbitmq() {
+        assert!(topic_matches("ticket.*", "ticket.created"));
+        assert!(!topic_matches("ticket.*", "hello"));
+        assert!(!topic_matches("ticket.*", "ticket.created.late"));
+        assert!(topic_matches("#", "hello"));
+        assert!(topic_matches("ticket.#", "ticket.created.late"));
+        assert!(topic_matches("*.created", "ticket.created"));
     }
 }

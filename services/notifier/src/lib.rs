@@ -1,7 +1,7 @@
 //! app-notifier: publishes ticket events to RabbitMQ (the durable topic
 //! exchange `ticketmesh.events`, publisher confirms) or, with no AMQP_URL, to
-//! an in-process bus. SNS and Subscribe come later: SNS destinations report
-//! "disabled" and Subscribe answers UNIMPLEMENTED.
+//! an in-process bus, and streams them to subscribers. SNS comes later: SNS
+//! destinations report "disabled".
 
 pub mod bus;
 
@@ -18,6 +18,7 @@ use ticketmesh_runtime::{
     metrics,
 };
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::bus::{Amqp, Bus, Message};
@@ -51,6 +52,26 @@ static PUBLISHED: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::La
         &["routing_key", "status"],
     )
 });
+
+static SUBSCRIBERS: std::sync::LazyLock<prometheus::IntGauge> = std::sync::LazyLock::new(|| {
+    metrics::gauge("notifier_subscribers", "Subscribe streams open now (each with its own queue on RabbitMQ)")
+});
+
+/// Counts an open Subscribe stream for as long as it lives.
+struct Subscriber;
+
+impl Subscriber {
+    fn new() -> Self {
+        SUBSCRIBERS.inc();
+        Self
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        SUBSCRIBERS.dec();
+    }
+}
 
 pub struct Notifier {
     bus: Arc<Bus>,
@@ -107,9 +128,16 @@ impl NotifierService for Notifier {
 
     async fn subscribe(
         &self,
-        _: Request<SubscribeRequest>,
+        request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(Status::unimplemented("Subscribe is not served yet"))
+        let patterns = request.into_inner().routing_keys;
+        let stream = self.bus.subscribe(patterns).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let subscriber = Subscriber::new();
+        let stream = stream.map(move |n| {
+            let _counted = &subscriber; // lives (and counts) as long as the stream
+            Ok(n)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
