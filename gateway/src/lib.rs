@@ -364,22 +364,6 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
 static SSE_CLIENTS: LazyLock<IntGauge> =
     LazyLock::new(|| metrics::gauge("sse_clients", "Clients connected to GET /events"));
 
-/// Counts a connected SSE client for as long as its stream lives.
-struct SseClient;
-
-impl SseClient {
-    fn new() -> Self {
-        SSE_CLIENTS.inc();
-        Self
-    }
-}
-
-impl Drop for SseClient {
-    fn drop(&mut self) {
-        SSE_CLIENTS.dec();
-    }
-}
-
 /// Live ticket events as Server-Sent Events: `event:` the event type, `id:`
 /// the message id, `data:` the ticket as JSON; a heartbeat comment every 15 s.
 /// When the client leaves, the stream is dropped, which ends the Subscribe
@@ -394,7 +378,7 @@ async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
         .await
         .map_err(|s| AppError::from_grpc("the notifier service", &s))?
         .into_inner();
-    let client = SseClient::new();
+    let client = metrics::Held::new(&SSE_CLIENTS);
     let events = stream.map_while(move |n| {
         let _counted = &client;
         let n = n.ok()?;

@@ -57,22 +57,6 @@ static SUBSCRIBERS: std::sync::LazyLock<prometheus::IntGauge> = std::sync::LazyL
     metrics::gauge("notifier_subscribers", "Subscribe streams open now (each with its own queue on RabbitMQ)")
 });
 
-/// Counts an open Subscribe stream for as long as it lives.
-struct Subscriber;
-
-impl Subscriber {
-    fn new() -> Self {
-        SUBSCRIBERS.inc();
-        Self
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        SUBSCRIBERS.dec();
-    }
-}
-
 pub struct Notifier {
     bus: Arc<Bus>,
 }
@@ -132,7 +116,7 @@ impl NotifierService for Notifier {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let patterns = request.into_inner().routing_keys;
         let stream = self.bus.subscribe(patterns).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let subscriber = Subscriber::new();
+        let subscriber = metrics::Held::new(&SUBSCRIBERS);
         let stream = stream.map(move |n| {
             let _counted = &subscriber; // lives (and counts) as long as the stream
             Ok(n)

@@ -30,3 +30,21 @@ pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>)
         HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid histogram"),
     )
 }
+
+/// Counts one open thing (a stream, a client) in a gauge for as long as it
+/// lives: incremented on creation, decremented on drop.
+#[derive(Debug)]
+pub struct Held(IntGauge);
+
+impl Held {
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
