@@ -28,7 +28,7 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::{
-    EventType, GetStatsRequest, GetTicketRequest, IngestWebhookRequest, ListTicketsRequest, StoredTicket,
+    GetStatsRequest, GetTicketRequest, IngestWebhookRequest, ListTicketsRequest, StoredTicket,
     SubscribeRequest, TicketEvent, event_service_client::EventServiceClient,
     notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
@@ -240,9 +240,9 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
     {
         return Err(AppError::bad_request("unsupported_version", "Petzi-Version must be 2"));
     }
-    let header = headers.get("petzi-signature").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let signature = Signature::parse(header.ok_or(SignatureError::Missing).map_err(|e| signature_error(&e))?)
-        .map_err(|e| signature_error(&e))?;
+    // A header that is not visible ASCII cannot be a signature: "" is malformed.
+    let header = headers.get("petzi-signature").map(|v| v.to_str().unwrap_or_default());
+    let signature = Signature::from_header(header).map_err(|e| signature_error(&e))?;
     let too_large = || {
         AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -284,10 +284,7 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
         "delivery_id": accepted.delivery_id,
         "duplicate": accepted.duplicate,
         "ticket_number": accepted.ticket_number,
-        "event": match accepted.event_type() {
-            EventType::TicketUpdated => "ticket_updated",
-            _ => "ticket_created",
-        },
+        "event": accepted.event_type().petzi_name(),
         "trace_id": trace::current(),
     }))
 }
@@ -383,10 +380,7 @@ async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
         let _counted = &client;
         let n = n.ok()?;
         let event = TicketEvent::decode(n.payload.as_slice()).ok()?;
-        let kind = match event.r#type() {
-            EventType::TicketUpdated => "ticket_updated",
-            _ => "ticket_created",
-        };
+        let kind = event.r#type().petzi_name();
         let stored = StoredTicket {
             ticket: event.ticket,
             buyer: event.buyer,

@@ -2,17 +2,10 @@
 //! field names, money as exact decimal strings.
 
 use serde_json::{Value, json};
-use ticketmesh_proto::v1::{EventType, Money, Stats, StoredTicket};
-
-/// "42.50" for {units: 42, nanos: 500000000}; two decimals, exact.
-pub fn amount(money: &Money) -> String {
-    let cents = money.units * 100 + i64::from(money.nanos / 10_000_000);
-    let sign = if cents < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", (cents / 100).abs(), (cents % 100).abs())
-}
+use ticketmesh_proto::v1::{Money, Stats, StoredTicket};
 
 fn money(money: Option<&Money>) -> Value {
-    money.map_or(Value::Null, |m| json!({"amount": amount(m), "currency": m.currency_code}))
+    money.map_or(Value::Null, |m| json!({"amount": m.decimal(), "currency": m.currency_code}))
 }
 
 fn rfc3339(ts: Option<&prost_types::Timestamp>) -> Value {
@@ -23,10 +16,7 @@ fn rfc3339(ts: Option<&prost_types::Timestamp>) -> Value {
 pub fn ticket(stored: &StoredTicket) -> Value {
     let t = stored.ticket.clone().unwrap_or_default();
     let b = stored.buyer.clone().unwrap_or_default();
-    let event = match stored.last_event() {
-        EventType::TicketUpdated => "ticket_updated",
-        _ => "ticket_created",
-    };
+    let event = stored.last_event().petzi_name();
     json!({
         "number": t.number,
         "type": t.r#type,
@@ -66,17 +56,4 @@ pub fn stats(s: &Stats) -> Value {
             (name.clone(), json!({"tickets": c.tickets, "averagePrice": money(c.average_price.as_ref())}))
         }).collect::<serde_json::Map<_, _>>(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amounts_keep_two_exact_decimals() {
-        let m = |units, nanos| Money { currency_code: "CHF".into(), units, nanos };
-        assert_eq!(amount(&m(42, 500_000_000)), "42.50");
-        assert_eq!(amount(&m(0, 50_000_000)), "0.05");
-        assert_eq!(amount(&m(7, 0)), "7.00");
-    }
 }

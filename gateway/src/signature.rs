@@ -26,6 +26,11 @@ pub struct Signature {
 }
 
 impl Signature {
+    /// The request's header, if it has one: absent is `Missing`.
+    pub fn from_header(header: Option<&str>) -> Result<Self, SignatureError> {
+        Self::parse(header.ok_or(SignatureError::Missing)?)
+    }
+
     /// Parses `t=<digits>,v1=<64 hex>`: exactly those two parts, once each.
     pub fn parse(header: &str) -> Result<Self, SignatureError> {
         let mut timestamp = None;
@@ -87,19 +92,6 @@ impl Signature {
     }
 }
 
-/// Parses and verifies a header in one step; returns the signed timestamp.
-pub fn verify(
-    secret: &[u8],
-    header: Option<&str>,
-    body: &[u8],
-    now: i64,
-    tolerance_secs: u64,
-) -> Result<i64, SignatureError> {
-    let signature = Signature::parse(header.ok_or(SignatureError::Missing)?)?;
-    signature.verify(secret, body, now, tolerance_secs)?;
-    Ok(signature.timestamp)
-}
-
 /// The header value a sender puts on `body` at `timestamp`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let tag = mac(secret, timestamp, body).finalize().into_bytes();
@@ -111,6 +103,19 @@ mod tests {
     use super::*;
 
     const BODY: &str = r#"{"event": "ticket_created", "details": {"ticket": {"number": "PETZI48213577", "type": "online_presale", "title": "Open-source concert night", "category": "Concert", "eventId": 4821, "event": "Case a Chocs", "cancellationReason": "", "sessions": [{"name": "Session at Sarl", "date": "2026-12-12", "time": "21:30:00", "doors": "20:30:00", "location": {"name": "Case a Chocs", "street": "Quai Philippe-Godet 20", "city": "Neuchatel", "postcode": "2000"}}], "promoter": "Jane Roe", "price": {"amount": "42.50", "currency": "CHF"}}, "buyer": {"role": "customer", "firstName": "John", "lastName": "Doe", "postcode": "2000"}}}"#;
+    /// Parses and verifies in one step, as the gateway does; the timestamp on success.
+    fn verify(
+        secret: &[u8],
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+        tolerance_secs: u64,
+    ) -> Result<i64, SignatureError> {
+        let signature = Signature::from_header(header)?;
+        signature.verify(secret, body, now, tolerance_secs)?;
+        Ok(signature.timestamp)
+    }
+
     const HEADER: &str = "t=1795000000,v1=782b73c5a61c5e067ca89e828a1595b24a297b1390da454b1eca0b243ca47a44";
 
     #[test]

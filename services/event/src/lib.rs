@@ -37,15 +37,11 @@ pub struct Args {
     #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50053")]
     pub storage_url: String,
     /// Deadline of each call to storage.
-    #[arg(long, env = "STORAGE_TIMEOUT", default_value = "5s", value_parser = humantime_duration)]
+    #[arg(long, env = "STORAGE_TIMEOUT", default_value = "5s", value_parser = ticketmesh_runtime::parse_duration)]
     pub storage_timeout: Duration,
     /// The notifier service's gRPC URL (the outbox relay publishes through it).
     #[arg(long, env = "NOTIFIER_URL", default_value = "http://127.0.0.1:50052")]
     pub notifier_url: String,
-}
-
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    ticketmesh_runtime::parse_duration(s)
 }
 
 #[derive(Clone)]

@@ -52,7 +52,7 @@ impl Relay {
             let pause = match self.round().await {
                 Ok(0) => Some(Duration::from_secs(1)), // idle: wait for a wake-up
                 Ok(_) => {
-                    backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                    backoff.reset();
                     None // there may be more: go again at once
                 }
                 Err(error) => {

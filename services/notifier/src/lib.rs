@@ -127,12 +127,12 @@ impl NotifierService for Notifier {
 
 /// Keeps health in step with the broker, reconnecting with backoff.
 async fn watch_bus(bus: Arc<Bus>, health: Health, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = Backoff::default();
     loop {
         let up = bus.check().await;
         health.set_serving(up).await;
         let pause = if up {
-            backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+            backoff.reset();
             Duration::from_secs(2)
         } else {
             backoff.next_delay()

@@ -86,7 +86,7 @@ impl GrpcServer {
 
     pub fn add_service<S>(mut self, service: S) -> Self
     where
-        S: tower::Service<http_request::Request, Error = Infallible>
+        S: tower::Service<axum::http::Request<Body>, Error = Infallible>
             + NamedService
             + Clone
             + Send
@@ -117,10 +117,6 @@ impl GrpcServer {
         admin.await??;
         Ok(served?)
     }
-}
-
-mod http_request {
-    pub type Request = axum::http::Request<super::Body>;
 }
 
 /// A client channel that connects on first use (so a peer that is not up yet

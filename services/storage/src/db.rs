@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::Path, time::Duration};
 use prost::Message;
 use sqlx::{AnyPool, Row, any::AnyPoolOptions, migrate::Migrator};
 use ticketmesh_proto::v1::{
-    CategoryStats, EventType, Money, OutboxMessage, Stats, StoredTicket, TicketEvent,
+    CategoryStats, EventType, Money, OutboxMessage, Stats, StoredTicket, Ticket, TicketEvent,
 };
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -117,10 +117,11 @@ impl Database {
     pub async fn save_batch(&self, batch: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = Vec::with_capacity(batch.len());
+        let (no_ticket, no_price) = (Ticket::default(), Money::default());
         for new in batch {
             let e = &new.event;
-            let ticket = e.ticket.clone().unwrap_or_default();
-            let event_name = event_type_name(e.r#type());
+            let ticket = e.ticket.as_ref().unwrap_or(&no_ticket);
+            let event_name = e.r#type().petzi_name();
             let received_ms = millis(e.received_at.as_ref());
             let row = sqlx::query(
                 "INSERT INTO events (delivery_id, event_type, ticket_number, payload, signed_at_ms, received_at_ms) \
@@ -139,7 +140,7 @@ impl Database {
                 continue;
             }
             let encoded = e.encode_to_vec();
-            let price = ticket.price.clone().unwrap_or_default();
+            let price = ticket.price.as_ref().unwrap_or(&no_price);
             // An update (a cancellation) is never undone by a late or retried
             // "created" delivery of the same ticket.
             sqlx::query(
@@ -161,7 +162,7 @@ impl Database {
             .bind(&ticket.event)
             .bind(&ticket.cancellation_reason)
             .bind(&ticket.promoter)
-            .bind(cents(&price))
+            .bind(price.cents())
             .bind(&price.currency_code)
             .bind(event_name)
             .bind(encoded.as_slice())
@@ -173,7 +174,7 @@ impl Database {
                  VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&e.delivery_id)
-            .bind(routing_key(e.r#type()))
+            .bind(e.r#type().routing_key())
             .bind(&ticket.number)
             .bind(encoded.as_slice())
             .bind(received_ms)
@@ -192,7 +193,7 @@ impl Database {
         .bind(number)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| stored_ticket(&r)).transpose()
+        row.map(|r| stored_ticket_at(&r, 0)).transpose()
     }
 
     /// Tickets newest first; each with its cursor position.
@@ -333,10 +334,6 @@ fn create_parent_dir(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stored_ticket(row: &sqlx::any::AnyRow) -> Result<StoredTicket, StoreError> {
-    stored_ticket_at(row, 0)
-}
-
 /// Reads (detail, last_event, created_at_ms, updated_at_ms) from column `at`.
 fn stored_ticket_at(row: &sqlx::any::AnyRow, at: usize) -> Result<StoredTicket, StoreError> {
     let detail: Vec<u8> = row.try_get(at)?;
@@ -346,33 +343,10 @@ fn stored_ticket_at(row: &sqlx::any::AnyRow, at: usize) -> Result<StoredTicket, 
     Ok(StoredTicket {
         ticket: event.ticket,
         buyer: event.buyer,
-        last_event: if last_event == "ticket_updated" {
-            EventType::TicketUpdated
-        } else {
-            EventType::TicketCreated
-        }
-        .into(),
+        last_event: EventType::from_petzi_name(&last_event).into(),
         created_at: Some(timestamp(row.try_get(at + 2)?)),
         updated_at: Some(timestamp(row.try_get(at + 3)?)),
     })
-}
-
-pub fn event_type_name(t: EventType) -> &'static str {
-    match t {
-        EventType::TicketUpdated => "ticket_updated",
-        _ => "ticket_created",
-    }
-}
-
-pub fn routing_key(t: EventType) -> &'static str {
-    match t {
-        EventType::TicketUpdated => "ticket.updated",
-        _ => "ticket.created",
-    }
-}
-
-fn cents(money: &Money) -> i64 {
-    money.units * 100 + i64::from(money.nanos / 10_000_000)
 }
 
 /// sum/count in cents, rounded half up to the cent, as Money.
@@ -380,12 +354,7 @@ fn average(sum_cents: i64, count: i64, currency: &str) -> Option<Money> {
     if count == 0 {
         return None;
     }
-    let avg = (2 * sum_cents + count) / (2 * count);
-    Some(Money {
-        currency_code: currency.to_owned(),
-        units: avg / 100,
-        nanos: i32::try_from(avg % 100).unwrap_or(0) * 10_000_000,
-    })
+    Some(Money::from_cents(currency, (2 * sum_cents + count) / (2 * count)))
 }
 
 pub fn millis(ts: Option<&prost_types::Timestamp>) -> i64 {

@@ -221,8 +221,7 @@ impl StorageService for Storage {
 /// it cannot be reached, SERVING again by itself when it answers.
 async fn watch_database(db: Database, health: Health, timeout: Duration, mut stop: watch::Receiver<bool>) {
     let mut migrated = false;
-    let retry = || Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut backoff = retry();
+    let mut backoff = Backoff::default();
     loop {
         let check = async { if migrated { db.ping().await } else { db.migrate().await } };
         let result = match tokio::time::timeout(timeout, check).await {
@@ -235,7 +234,7 @@ async fn watch_database(db: Database, health: Health, timeout: Duration, mut sto
                     tracing::info!(backend = ?db.backend(), "database migrated");
                 }
                 migrated = true;
-                backoff = retry();
+                backoff.reset();
                 true
             }
             Err(error) => {
