@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e tools build release fmt grpcurl-list grpcurl-health webhook
+.PHONY: help run test lint unit e2e tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,8 +18,14 @@ lint: ## cargo fmt --check, clippy (warnings are errors), shellcheck
 	cargo clippy --workspace --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run
 
-unit: ## Unit and integration tests (need PostgreSQL and Redis on 127.0.0.1)
+unit: localstack ## Unit and integration tests (need PostgreSQL, Redis and RabbitMQ on 127.0.0.1)
 	cargo test --workspace
+
+localstack: ## Install (once) and start LocalStack's SNS on 127.0.0.1:4566, no container
+	scripts/localstack.sh start
+
+localstack-stop: ## Stop the LocalStack that `make localstack` started
+	scripts/localstack.sh stop
 
 e2e: tools ## The built binaries as separate processes: webhook, grpcurl, SIGTERM
 	GRPCURL=$(TOOLS)/bin/grpcurl scripts/e2e.sh

@@ -66,6 +66,7 @@ for port in 25051 25052 25053; do
 done
 check "storage health names its service" bash -c "'$GRPCURL' -plaintext -d '{\"service\":\"ticketmesh.v1.StorageService\"}' 127.0.0.1:25053 grpc.health.v1.Health/Check | grep -q '\"SERVING\"'"
 check "grpcurl GetTicket through reflection" bash -c "'$GRPCURL' -plaintext -d '{\"number\":\"$number\"}' 127.0.0.1:25053 ticketmesh.v1.StorageService/GetTicket | grep -q '\"CHF\"'"
+check "hello answers with SNS disabled" bash -c "curl -sf http://127.0.0.1:28080/ | grep -q '\"status\":\"disabled\"'"
 check "admin /metrics serves Prometheus text" bash -c "curl -sf http://127.0.0.1:29003/metrics | grep -q '^storage_commit_batch_size_count'"
 check "gateway /metrics counts the webhooks" bash -c "curl -sf http://127.0.0.1:28080/metrics | grep -q 'webhook_requests_total{status=\"duplicate\"} 1'"
 check "logs are JSON lines" bash -c "head -n1 '$work/gateway.log' | grep -q '^{\"timestamp\"'"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make run: build and start the four services locally, wait until the gateway
 # is ready, print where everything is, follow the logs; Ctrl-C stops them all.
-# Embedded defaults (SQLite file, no cache, in-process bus) unless DATABASE_URL /
-# REDIS_URL / AMQP_URL are set.
+# Embedded defaults (SQLite file, no cache, in-process bus, SNS off) unless
+# DATABASE_URL / REDIS_URL / AMQP_URL / SNS_ENDPOINT_URL are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +38,9 @@ start() { # name, then the environment for it
   pids+=($!)
 }
 start app-storage GRPC_ADDR=127.0.0.1:50053 ADMIN_ADDR=127.0.0.1:9003
-start app-notifier GRPC_ADDR=127.0.0.1:50052 ADMIN_ADDR=127.0.0.1:9002
+sns_subscribe=()
+if [ -n "${SNS_ENDPOINT_URL:-}" ]; then sns_subscribe=(SNS_SUBSCRIBE_URL="${SNS_SUBSCRIBE_URL:-http://127.0.0.1:8080/sns}"); fi
+start app-notifier GRPC_ADDR=127.0.0.1:50052 ADMIN_ADDR=127.0.0.1:9002 "${sns_subscribe[@]}"
 start app-event GRPC_ADDR=127.0.0.1:50051 ADMIN_ADDR=127.0.0.1:9001 STORAGE_URL=http://127.0.0.1:50053 \
   NOTIFIER_URL=http://127.0.0.1:50052
 start app-gateway HTTP_ADDR=127.0.0.1:8080 EVENT_URL=http://127.0.0.1:50051 STORAGE_URL=http://127.0.0.1:50053 \
@@ -71,7 +73,7 @@ if [ -n "${AMQP_URL:-}" ]; then bus="RabbitMQ (${AMQP_EXCHANGE:-ticketmesh.event
 cat <<TXT
 
 ticketmesh is up (database: ${DATABASE_URL:-sqlite:data/ticketmesh.db}, cache: ${REDIS_URL:-none}, bus: $bus)
-  gateway        http://127.0.0.1:8080   POST /webhook · GET /events · /api/tickets · /api/stats · /ready · /metrics
+  gateway        http://127.0.0.1:8080   GET / (hello; SNS: ${SNS_ENDPOINT_URL:-disabled}) · POST /webhook · GET /events · /api/tickets · /api/stats · /ready · /metrics
   app-event      grpc 127.0.0.1:50051    admin http://127.0.0.1:9001/metrics
   app-notifier   grpc 127.0.0.1:50052    admin http://127.0.0.1:9002/metrics
   app-storage    grpc 127.0.0.1:50053    admin http://127.0.0.1:9003/metrics

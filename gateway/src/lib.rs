@@ -28,7 +28,8 @@ use prost::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::{
-    GetStatsRequest, GetTicketRequest, IngestWebhookRequest, ListTicketsRequest, StoredTicket,
+    ConfirmSnsSubscriptionRequest, GetStatsRequest, GetTicketRequest, HelloRequest, IngestWebhookRequest,
+    ListSnsNotificationsRequest, ListTicketsRequest, RecordSnsNotificationRequest, StoredTicket,
     SubscribeRequest, TicketEvent, event_service_client::EventServiceClient,
     notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
@@ -66,6 +67,14 @@ pub struct Args {
     /// Largest accepted webhook body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
+    /// SNS topic names whose messages `POST /sns` accepts (the TopicArn's last part).
+    #[arg(
+        long,
+        env = "SNS_TOPICS",
+        value_delimiter = ',',
+        default_value = "hello-world-topic,ticket-events"
+    )]
+    pub sns_topics: Vec<String>,
     /// Deadline of each gRPC call to the event and storage services.
     #[arg(long, env = "GRPC_TIMEOUT", default_value = "10s", value_parser = ticketmesh_runtime::parse_duration)]
     pub grpc_timeout: Duration,
@@ -78,6 +87,7 @@ struct Inner {
     event_channel: Channel,
     storage_channel: Channel,
     secret: Vec<u8>,
+    sns_topics: Vec<String>,
     tolerance_secs: u64,
     max_body_bytes: usize,
     timeout: Duration,
@@ -100,6 +110,7 @@ impl AppState {
             event_channel,
             storage_channel,
             secret: args.webhook_secret.as_bytes().to_vec(),
+            sns_topics: args.sns_topics.clone(),
             tolerance_secs: args.signature_tolerance.as_secs(),
             max_body_bytes: args.max_body_bytes,
             timeout: args.grpc_timeout,
@@ -149,7 +160,10 @@ static WEBHOOK_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
 /// The router, with its state: what `serve` runs and what tests drive.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/", get(hello))
         .route("/webhook", post(webhook))
+        .route("/sns", post(sns))
+        .route("/api/sns/notifications", get(sns_notifications))
         .route("/api/tickets", get(list_tickets))
         .route("/api/tickets/{number}", get(get_ticket))
         .route("/api/stats", get(stats))
@@ -227,6 +241,30 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// The webhook contract, checked cheapest first: media type, version and
 /// signature header before the body is read; size while reading; the HMAC
 /// over the raw bytes; then the event service parses and stores.
+/// Reads a body of at most `limit` bytes: 413 when larger (by its declared
+/// length before reading anything, or while reading).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, AppError> {
+    let too_large = || {
+        AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<axum::extract::rejection::LengthLimitError>())
+        {
+            too_large()
+        } else {
+            AppError::bad_request("unreadable_body", format!("the body could not be read: {e}"))
+        }
+    })
+}
+
 async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Value, AppError> {
     if !is_json(headers) {
         return Err(AppError::new(
@@ -243,25 +281,7 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
     // A header that is not visible ASCII cannot be a signature: "" is malformed.
     let header = headers.get("petzi-signature").map(|v| v.to_str().unwrap_or_default());
     let signature = Signature::from_header(header).map_err(|e| signature_error(&e))?;
-    let too_large = || {
-        AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than {} bytes", state.max_body_bytes),
-        )
-    };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > state.max_body_bytes) {
-        return Err(too_large());
-    }
-    let body = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<axum::extract::rejection::LengthLimitError>())
-        {
-            too_large()
-        } else {
-            AppError::bad_request("unreadable_body", format!("the body could not be read: {e}"))
-        }
-    })?;
+    let body = read_body(headers, body, state.max_body_bytes).await?;
     signature
         .verify(&state.secret, &body, unix_now(), state.tolerance_secs)
         .map_err(|e| signature_error(&e))?;
@@ -394,6 +414,146 @@ async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
     });
     let keep_alive = sse::KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat");
     Ok(sse::Sse::new(events).keep_alive(keep_alive).into_response())
+}
+
+/// Hello world: the event service has the notifier publish "Hello World!" to
+/// SNS `hello-world-topic`; the trace continues into the SNS message.
+async fn hello(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let mut request = grpc::with_deadline(HelloRequest {}, state.0.timeout);
+    if let Ok(tp) = trace::traceparent().parse() {
+        request.metadata_mut().insert("traceparent", tp);
+    }
+    let hello = state.0.event.clone().hello(request).await.map_err(|s| match s.code() {
+        tonic::Code::Unavailable => {
+            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "sns_unavailable", s.message().to_owned())
+        }
+        _ => AppError::from_grpc("the event service", &s),
+    })?;
+    let hello = hello.into_inner();
+    let duration = hello.duration.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
+    Ok(Json(json!({
+        "message": hello.message,
+        "sns": {
+            "topic": hello.topic,
+            "status": hello.status,
+            "message_id": hello.message_id,
+            "duration": duration.as_secs_f64(),
+        },
+        "trace_id": trace::current(),
+    })))
+}
+
+/// A message SNS POSTs to an HTTP subscription (sent as text/plain JSON).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsMessage {
+    r#type: String,
+    message_id: String,
+    topic_arn: String,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    timestamp: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    message_attributes: std::collections::HashMap<String, SnsAttribute>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SnsAttribute {
+    #[serde(rename = "Value")]
+    value: String,
+}
+
+/// The SNS HTTP subscription endpoint: confirms subscriptions to our topics,
+/// hands notifications (and their trace context) to the event service, and
+/// rejects everything else with 400.
+async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, AppError> {
+    let body = read_body(&headers, body, state.0.max_body_bytes).await?;
+    let message: SnsMessage = serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request("invalid_sns_message", format!("not an SNS message: {e}")))?;
+    if let Some(declared) = headers.get("x-amz-sns-message-type")
+        && declared.as_bytes() != message.r#type.as_bytes()
+    {
+        return Err(AppError::bad_request(
+            "invalid_sns_message",
+            "x-amz-sns-message-type does not match Type",
+        ));
+    }
+    let topic = message.topic_arn.rsplit(':').next().unwrap_or_default();
+    if !state.0.sns_topics.iter().any(|t| t == topic) {
+        return Err(AppError::bad_request(
+            "unknown_topic",
+            format!("TopicArn {:?} is not a subscribed topic", message.topic_arn),
+        ));
+    }
+    match message.r#type.as_str() {
+        "SubscriptionConfirmation" => {
+            let token = message.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+                AppError::bad_request("invalid_sns_message", "SubscriptionConfirmation without Token")
+            })?;
+            let request = ConfirmSnsSubscriptionRequest { topic_arn: message.topic_arn, token };
+            state
+                .0
+                .notifier
+                .clone()
+                .confirm_sns_subscription(grpc::with_deadline(request, state.0.timeout))
+                .await
+                .map_err(|s| AppError::from_grpc("the notifier service", &s))?;
+            Ok(Json(json!({"status": "confirmed"})))
+        }
+        "Notification" => {
+            let published_at = humantime::parse_rfc3339_weak(&message.timestamp).ok().map(Into::into);
+            let request = RecordSnsNotificationRequest {
+                message_id: message.message_id,
+                topic_arn: message.topic_arn,
+                subject: message.subject.unwrap_or_default(),
+                message: message.message,
+                attributes: message.message_attributes.into_iter().map(|(k, a)| (k, a.value)).collect(),
+                published_at,
+            };
+            state
+                .0
+                .event
+                .clone()
+                .record_sns_notification(grpc::with_deadline(request, state.0.timeout))
+                .await
+                .map_err(|s| AppError::from_grpc("the event service", &s))?;
+            Ok(Json(json!({"status": "recorded"})))
+        }
+        "UnsubscribeConfirmation" => Ok(Json(json!({"status": "ignored"}))),
+        other => Err(AppError::bad_request("invalid_sns_message", format!("unknown Type {other:?}"))),
+    }
+}
+
+/// The SNS notifications the event service received lately, newest first.
+async fn sns_notifications(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let list = state
+        .0
+        .event
+        .clone()
+        .list_sns_notifications(grpc::with_deadline(ListSnsNotificationsRequest {}, state.0.timeout))
+        .await
+        .map_err(|s| AppError::from_grpc("the event service", &s))?
+        .into_inner();
+    let items: Vec<Value> = list
+        .notifications
+        .iter()
+        .map(|n| {
+            let m = n.notification.clone().unwrap_or_default();
+            json!({
+                "message_id": m.message_id,
+                "topic_arn": m.topic_arn,
+                "subject": m.subject,
+                "message": m.message,
+                "trace_id": n.trace_id,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"notifications": items})))
 }
 
 /// Ready only while both services this gateway calls answer SERVING.

@@ -18,6 +18,12 @@ pub fn current() -> String {
     TRACE_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// A W3C `traceparent` for an outgoing call that continues this request's
+/// trace (a fresh span id; sampled).
+pub fn traceparent() -> String {
+    format!("00-{}-{}-01", current(), &fresh()[..16])
+}
+
 /// The trace id of a `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if valid.
 pub fn from_traceparent(header: &str) -> Option<&str> {
     let mut parts = header.split('-');

@@ -25,6 +25,10 @@ pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+pub fn sns_endpoint() -> String {
+    std::env::var("TEST_SNS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -123,11 +127,13 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 }
 
 /// What to start; `storage_url` overrides where event and gateway find
-/// storage; `amqp` = (URL, exchange) points the notifier at RabbitMQ.
+/// storage; `amqp` = (URL, exchange) points the notifier at RabbitMQ; `sns`
+/// is an SNS endpoint, to which the notifier subscribes this stack's `/sns`.
 #[derive(Default)]
 pub struct Options {
     pub storage_url: Option<String>,
     pub amqp: Option<(String, String)>,
+    pub sns: Option<String>,
 }
 
 impl Stack {
@@ -169,6 +175,8 @@ impl Stack {
             amqp_url,
             amqp_exchange: amqp_exchange.unwrap_or_else(|| "ticketmesh.events".into()),
             publish_timeout: Duration::from_secs(2),
+            sns_subscribe_url: options.sns.as_ref().map(|_| format!("http://{http_addr}/sns")),
+            sns_endpoint_url: options.sns,
         };
         let gateway = app_gateway::Args {
             http_addr: http_addr.to_string(),
@@ -176,6 +184,7 @@ impl Stack {
             storage_url,
             notifier_url: format!("http://{ng_addr}"),
             webhook_secret: SECRET.into(),
+            sns_topics: vec!["hello-world-topic".into(), "ticket-events".into()],
             signature_tolerance: Duration::from_secs(30),
             max_body_bytes: 256 * 1024,
             grpc_timeout: timeout,

@@ -5,12 +5,18 @@
 pub mod petzi;
 pub mod relay;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use clap::Parser;
 use ticketmesh_proto::v1::{
-    HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse, RecordSnsNotificationRequest,
-    RecordSnsNotificationResponse, SaveEventRequest, TicketEvent,
+    Destination, HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse,
+    ListSnsNotificationsRequest, ListSnsNotificationsResponse, PublishRequest, RecordSnsNotificationRequest,
+    RecordSnsNotificationResponse, SaveEventRequest, SnsNotification, TicketEvent,
     event_service_server::{EventService, EventServiceServer},
     notifier_service_client::NotifierServiceClient,
     storage_service_client::StorageServiceClient,
@@ -47,9 +53,34 @@ pub struct Args {
 #[derive(Clone)]
 pub struct Events {
     storage: StorageServiceClient<Channel>,
+    notifier: NotifierServiceClient<Channel>,
     storage_timeout: Duration,
     /// Wakes the outbox relay when a new delivery is stored.
     relay: Arc<Notify>,
+    /// The latest SNS notifications, newest first.
+    recent_sns: Arc<Mutex<VecDeque<SnsNotification>>>,
+}
+
+/// How many SNS notifications ListSnsNotifications remembers.
+const RECENT_SNS: usize = 100;
+
+/// The W3C trace context of an incoming call, to pass on.
+fn traceparent<T>(request: &Request<T>) -> Option<String> {
+    request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The trace id of a `traceparent` value, or "".
+fn trace_id(traceparent: &str) -> String {
+    traceparent.split('-').nth(1).filter(|id| id.len() == 32).unwrap_or_default().to_owned()
+}
+
+/// A message id no other hello call has: time and a counter, hashed.
+fn hello_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("hello-{}", &petzi::delivery_id(format!("{nanos}-{n}-{}", std::process::id()).as_bytes())[..32])
 }
 
 fn invalid_payload(error: &petzi::PayloadError) -> Status {
@@ -78,8 +109,40 @@ fn from_storage(status: Status) -> Status {
 
 #[tonic::async_trait]
 impl EventService for Events {
-    async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
-        Err(Status::unimplemented("Hello needs the notifier, which does not publish yet"))
+    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        const TOPIC: &str = "hello-world-topic";
+        const MESSAGE: &str = "Hello World!";
+        let headers = traceparent(&request).map(|tp| ("traceparent".to_owned(), tp)).into_iter().collect();
+        let publish = PublishRequest {
+            message_id: hello_id(),
+            routing_key: "hello".into(),
+            payload: MESSAGE.as_bytes().to_vec(),
+            content_type: "text/plain".into(),
+            destinations: vec![Destination::Sns.into()],
+            sns_topic: TOPIC.into(),
+            headers,
+        };
+        let started = std::time::Instant::now();
+        let published = self
+            .notifier
+            .clone()
+            .publish(with_deadline(publish, self.storage_timeout))
+            .await
+            .map_err(|s| match s.code() {
+                Code::DeadlineExceeded | Code::Cancelled => {
+                    Status::deadline_exceeded("SNS did not answer in time")
+                }
+                _ => Status::unavailable(format!("SNS publish failed: {}", s.message())),
+            })?
+            .into_inner();
+        let result = published.results.into_iter().next().unwrap_or_default();
+        Ok(Response::new(HelloResponse {
+            message: MESSAGE.into(),
+            topic: TOPIC.into(),
+            status: result.status,
+            message_id: result.broker_message_id,
+            duration: prost_types::Duration::try_from(started.elapsed()).ok(),
+        }))
     }
 
     async fn ingest_webhook(
@@ -128,9 +191,32 @@ impl EventService for Events {
 
     async fn record_sns_notification(
         &self,
-        _: Request<RecordSnsNotificationRequest>,
+        request: Request<RecordSnsNotificationRequest>,
     ) -> Result<Response<RecordSnsNotificationResponse>, Status> {
-        Err(Status::unimplemented("SNS notifications are not recorded yet"))
+        let notification = request.into_inner();
+        let trace_id = trace_id(notification.attributes.get("traceparent").map_or("", String::as_str));
+        tracing::info!(
+            message_id = %notification.message_id,
+            topic_arn = %notification.topic_arn,
+            trace_id = %trace_id,
+            "SNS notification received"
+        );
+        let mut recent = self.recent_sns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.push_front(SnsNotification {
+            notification: Some(notification),
+            received_at: Some(std::time::SystemTime::now().into()),
+            trace_id,
+        });
+        recent.truncate(RECENT_SNS);
+        Ok(Response::new(RecordSnsNotificationResponse {}))
+    }
+
+    async fn list_sns_notifications(
+        &self,
+        _: Request<ListSnsNotificationsRequest>,
+    ) -> Result<Response<ListSnsNotificationsResponse>, Status> {
+        let recent = self.recent_sns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Response::new(ListSnsNotificationsResponse { notifications: recent.iter().cloned().collect() }))
     }
 }
 
@@ -143,8 +229,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let storage = StorageServiceClient::new(grpc::channel(&args.storage_url, args.storage_timeout)?);
     let wake = Arc::new(Notify::new());
-    let events =
-        Events { storage: storage.clone(), storage_timeout: args.storage_timeout, relay: wake.clone() };
+    let notifier = NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.storage_timeout)?);
+    let events = Events {
+        storage: storage.clone(),
+        notifier: notifier.clone(),
+        storage_timeout: args.storage_timeout,
+        relay: wake.clone(),
+        recent_sns: Arc::default(),
+    };
     let server = GrpcServer::new(&["ticketmesh.v1.EventService"]).await?;
     let storage_channel = grpc::channel(&args.storage_url, Duration::from_secs(1))?;
     tokio::spawn(grpc::follow_dependency(
@@ -153,13 +245,7 @@ pub async fn serve(
         server.health(),
         server.stopping(),
     ));
-    let relay = relay::Relay {
-        storage,
-        notifier: NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.storage_timeout)?),
-        wake,
-        timeout: args.storage_timeout,
-        batch: 200,
-    };
+    let relay = relay::Relay { storage, notifier, wake, timeout: args.storage_timeout, batch: 200 };
     tokio::spawn(relay.run(server.stopping()));
     server.add_service(EventServiceServer::new(events)).serve(grpc_listener, admin_listener, shutdown).await
 }

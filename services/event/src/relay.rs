@@ -90,6 +90,7 @@ impl Relay {
                 content_type: "application/x-protobuf; proto=ticketmesh.v1.TicketEvent".into(),
                 destinations: vec![Destination::Amqp.into()],
                 sns_topic: String::new(),
+                headers: Default::default(),
             };
             match self.notifier.publish(with_deadline(request, self.timeout)).await {
                 Ok(_) => {

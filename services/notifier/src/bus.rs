@@ -10,7 +10,7 @@ use lapin::{
         BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
         QueueBindOptions, QueueDeclareOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use ticketmesh_proto::v1::Notification;
 use tokio::sync::{Mutex, broadcast};
@@ -23,6 +23,8 @@ pub struct Message {
     pub routing_key: String,
     pub content_type: String,
     pub payload: Vec<u8>,
+    /// AMQP headers, e.g. the W3C traceparent.
+    pub headers: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +256,12 @@ impl Amqp {
 
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
         let channel = self.channel().await?;
+        let mut headers = FieldTable::default();
+        for (key, value) in &message.headers {
+            headers.insert(key.as_str().into(), AMQPValue::LongString(value.as_str().into()));
+        }
         let properties = BasicProperties::default()
+            .with_headers(headers)
             .with_message_id(message.message_id.as_str().into())
             .with_content_type(message.content_type.as_str().into())
             .with_delivery_mode(2) // persistent

@@ -1,15 +1,17 @@
 //! app-notifier: publishes ticket events to RabbitMQ (the durable topic
 //! exchange `ticketmesh.events`, publisher confirms) or, with no AMQP_URL, to
-//! an in-process bus, and streams them to subscribers. SNS comes later: SNS
-//! destinations report "disabled".
+//! an in-process bus, streams them to subscribers, and publishes to AWS SNS
+//! when SNS_ENDPOINT_URL is set (else SNS destinations report "disabled").
 
 pub mod bus;
+pub mod sns;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use clap::Parser;
 use ticketmesh_proto::v1::{
-    Destination, Notification, PublishRequest, PublishResponse, PublishResult, SubscribeRequest,
+    ConfirmSnsSubscriptionRequest, ConfirmSnsSubscriptionResponse, Destination, Notification, PublishRequest,
+    PublishResponse, PublishResult, SubscribeRequest,
     notifier_service_server::{NotifierService, NotifierServiceServer},
 };
 use ticketmesh_runtime::{
@@ -21,7 +23,10 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use crate::bus::{Amqp, Bus, Message};
+use crate::{
+    bus::{Amqp, Bus, Message},
+    sns::{Sns, SnsError},
+};
 
 pub const SERVICE: &str = "ticketmesh.v1.NotifierService";
 
@@ -40,7 +45,14 @@ pub struct Args {
     /// The topic exchange ticket events are published to.
     #[arg(long, env = "AMQP_EXCHANGE", default_value = "ticketmesh.events")]
     pub amqp_exchange: String,
-    /// Bound on connecting and on each publish confirmation.
+    /// SNS endpoint (LocalStack: http://127.0.0.1:4566); unset means SNS is disabled.
+    /// Region and credentials come from the standard AWS_* variables.
+    #[arg(long, env = "SNS_ENDPOINT_URL")]
+    pub sns_endpoint_url: Option<String>,
+    /// The gateway's public `POST /sns` URL, subscribed to every topic at start.
+    #[arg(long, env = "SNS_SUBSCRIBE_URL")]
+    pub sns_subscribe_url: Option<String>,
+    /// Bound on connecting and on each publish confirmation (AMQP and SNS).
     #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "5s", value_parser = ticketmesh_runtime::parse_duration)]
     pub publish_timeout: Duration,
 }
@@ -59,6 +71,7 @@ static SUBSCRIBERS: std::sync::LazyLock<prometheus::IntGauge> = std::sync::LazyL
 
 pub struct Notifier {
     bus: Arc<Bus>,
+    sns: Option<Arc<Sns>>,
 }
 
 fn bounded_key(routing_key: &str) -> &str {
@@ -86,6 +99,7 @@ impl NotifierService for Notifier {
                         routing_key: r.routing_key.clone(),
                         content_type: r.content_type.clone(),
                         payload: r.payload.clone(),
+                        headers: r.headers.clone(),
                     };
                     let outcome = self.bus.publish(&message).await;
                     let status = if outcome.is_ok() { "published" } else { "failed" };
@@ -97,11 +111,33 @@ impl NotifierService for Notifier {
                         broker_message_id: r.message_id.clone(),
                     });
                 }
-                Ok(Destination::Sns) => results.push(PublishResult {
-                    destination,
-                    status: "disabled".into(),
-                    broker_message_id: String::new(),
-                }),
+                Ok(Destination::Sns) => {
+                    let Some(sns) = &self.sns else {
+                        results.push(PublishResult {
+                            destination,
+                            status: "disabled".into(),
+                            broker_message_id: String::new(),
+                        });
+                        continue;
+                    };
+                    let text = std::str::from_utf8(&r.payload)
+                        .map_err(|_| Status::invalid_argument("SNS messages must be UTF-8 text"))?;
+                    let mut attributes = r.headers.clone();
+                    attributes.insert("message_id".into(), r.message_id.clone());
+                    attributes.insert("routing_key".into(), r.routing_key.clone());
+                    let id =
+                        sns.publish(&r.sns_topic, &r.routing_key, text, &attributes).await.map_err(|e| {
+                            match e {
+                                SnsError::UnknownTopic(_) => Status::invalid_argument(e.to_string()),
+                                SnsError::Unavailable(_) => Status::unavailable(e.to_string()),
+                            }
+                        })?;
+                    results.push(PublishResult {
+                        destination,
+                        status: "published".into(),
+                        broker_message_id: id,
+                    });
+                }
                 _ => return Err(Status::invalid_argument(format!("unknown destination {destination}"))),
             }
         }
@@ -122,6 +158,20 @@ impl NotifierService for Notifier {
             Ok(n)
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn confirm_sns_subscription(
+        &self,
+        request: Request<ConfirmSnsSubscriptionRequest>,
+    ) -> Result<Response<ConfirmSnsSubscriptionResponse>, Status> {
+        let r = request.into_inner();
+        let sns = self.sns.as_ref().ok_or_else(|| Status::failed_precondition("SNS is not configured"))?;
+        let subscription_arn = sns.confirm(&r.topic_arn, &r.token).await.map_err(|e| match e {
+            SnsError::UnknownTopic(_) => Status::invalid_argument(e.to_string()),
+            SnsError::Unavailable(_) => Status::unavailable(e.to_string()),
+        })?;
+        tracing::info!(topic_arn = %r.topic_arn, %subscription_arn, "SNS subscription confirmed");
+        Ok(Response::new(ConfirmSnsSubscriptionResponse { subscription_arn }))
     }
 }
 
@@ -156,9 +206,19 @@ pub async fn serve(
         None => Bus::local(),
     });
     let server = GrpcServer::new(&[SERVICE]).await?;
+    let sns = match &args.sns_endpoint_url {
+        Some(endpoint) => {
+            let sns =
+                Arc::new(Sns::new(endpoint, args.sns_subscribe_url.clone(), args.publish_timeout).await);
+            let (preparing, stop) = (sns.clone(), server.stopping());
+            tokio::spawn(async move { preparing.prepare(stop).await });
+            Some(sns)
+        }
+        None => None,
+    };
     tokio::spawn(watch_bus(bus.clone(), server.health(), server.stopping()));
     server
-        .add_service(NotifierServiceServer::new(Notifier { bus }))
+        .add_service(NotifierServiceServer::new(Notifier { bus, sns }))
         .serve(grpc_listener, admin_listener, shutdown)
         .await
 }
