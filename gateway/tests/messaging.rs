@@ -98,6 +98,17 @@ impl Listener {
     }
 }
 
+/// The trace id in a message's `traceparent` header, or "".
+fn trace_id(d: &lapin::message::Delivery) -> String {
+    let Some(headers) = d.properties.headers() else { return String::new() };
+    match headers.inner().get("traceparent") {
+        Some(lapin::types::AMQPValue::LongString(tp)) => {
+            String::from_utf8_lossy(tp.as_bytes()).split('-').nth(1).unwrap_or_default().to_owned()
+        }
+        _ => String::new(),
+    }
+}
+
 fn message_id(d: &lapin::message::Delivery) -> String {
     d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default()
 }
@@ -131,20 +142,25 @@ async fn each_accepted_webhook_reaches_rabbitmq_once_in_order() {
         );
         let a = post_signed(&client, &stack, &body).await;
         assert_eq!(a.status, 200, "{}", a.body);
-        sent.push((a.body["delivery_id"].as_str().unwrap().to_owned(), body));
+        sent.push((
+            a.body["delivery_id"].as_str().unwrap().to_owned(),
+            body,
+            a.body["trace_id"].as_str().unwrap().to_owned(),
+        ));
     }
-    for (_, body) in sent.iter().take(10) {
+    for (_, body, _) in sent.iter().take(10) {
         assert_eq!(post_signed(&client, &stack, body).await.body["duplicate"], true);
     }
 
     let got = listener.take(20, Duration::from_secs(15)).await;
     let ids: Vec<String> = got.iter().map(message_id).collect();
-    let expected: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+    let expected: Vec<String> = sent.iter().map(|(id, _, _)| id.clone()).collect();
     assert_eq!(ids, expected, "every delivery once, in the order accepted");
     for (i, d) in got.iter().enumerate() {
         let key = if i % 5 == 4 { "ticket.updated" } else { "ticket.created" };
         assert_eq!(d.routing_key.as_str(), key);
         assert_eq!(*d.properties.delivery_mode(), Some(2), "persistent");
+        assert_eq!(trace_id(d), sent[i].2, "the trace of the POST that delivered it");
         let event = TicketEvent::decode(d.data.as_slice()).unwrap();
         assert_eq!(event.delivery_id, ids[i]);
         assert_eq!(event.ticket.unwrap().number, format!("PETZIQ{i:03}"));
@@ -189,6 +205,10 @@ async fn webhooks_accepted_while_the_broker_is_unreachable_all_arrive_later() {
     assert_eq!(got, ids);
     wait_until_published(&backend).await;
     assert_eq!(backend.count("SELECT COUNT(*) FROM events").await, 100);
+    // Each relayed message's commit-to-publish lag was measured (the other
+    // tests in this binary publish fewer than 30).
+    let lag_count = gauge(format!("{}/metrics", stack.event_admin), "outbox_relay_lag_seconds_count").await;
+    assert!(lag_count >= 100.0, "outbox_relay_lag_seconds_count = {lag_count}");
     stack.stop().await;
     listener.close().await;
     backend.drop_database().await;
@@ -277,5 +297,56 @@ async fn sse_clients_see_tickets_on_the_embedded_bus() {
     let stack = Stack::start(&backend).await.ready().await;
     sse_shows_a_webhook_and_cleans_up(&stack).await;
     stack.stop().await;
+    backend.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifier_reconnects_after_the_broker_connection_dies() {
+    let backend = Backend::sqlite();
+    let exchange = unique("tm.test");
+    let mut listener = Listener::bind(&exchange).await;
+    let broker = Proxy::start("127.0.0.1:5672").await;
+    let url = format!("amqp://guest:guest@{}/%2f", broker.addr);
+    let stack =
+        Stack::start_with(&backend, Options { amqp: Some((url, exchange.clone())), ..Options::default() })
+            .await
+            .ready()
+            .await;
+    let client = reqwest::Client::new();
+    let send = |range: std::ops::Range<usize>| {
+        let (client, stack) = (&client, &stack);
+        async move {
+            let mut ids = Vec::new();
+            for i in range {
+                let a = post_signed(
+                    client,
+                    stack,
+                    &delivery("ticket_created", &format!("PETZIK{i:03}"), "Concert", "5.00", ""),
+                )
+                .await;
+                assert_eq!(a.status, 200, "{}", a.body);
+                ids.push(a.body["delivery_id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }
+    };
+
+    let before = send(0..10).await;
+    let got: Vec<String> = listener.take(10, Duration::from_secs(10)).await.iter().map(message_id).collect();
+    assert_eq!(got, before);
+
+    // The connection to the broker dies, as in a broker restart; webhooks are
+    // still accepted meanwhile.
+    broker.cut();
+    let during = send(10..30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.restore();
+
+    // The notifier reconnects by itself; the relay drains what waited.
+    let got: Vec<String> = listener.take(20, Duration::from_secs(20)).await.iter().map(message_id).collect();
+    assert_eq!(got, during);
+    wait_until_published(&backend).await;
+    stack.stop().await;
+    listener.close().await;
     backend.drop_database().await;
 }

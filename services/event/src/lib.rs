@@ -149,6 +149,7 @@ impl EventService for Events {
         &self,
         request: Request<IngestWebhookRequest>,
     ) -> Result<Response<IngestWebhookResponse>, Status> {
+        let traceparent = traceparent(&request).unwrap_or_default();
         let request = request.into_inner();
         let delivery = petzi::parse(&request.body).map_err(|e| invalid_payload(&e))?;
         let delivery_id = petzi::delivery_id(&request.body);
@@ -166,7 +167,7 @@ impl EventService for Events {
             .storage
             .clone()
             .save_event(with_deadline(
-                SaveEventRequest { event: Some(event), payload: request.body },
+                SaveEventRequest { event: Some(event), payload: request.body, traceparent },
                 self.storage_timeout,
             ))
             .await

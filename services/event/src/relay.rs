@@ -36,6 +36,14 @@ static RELAYED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(||
     )
 });
 
+static LAG: std::sync::LazyLock<prometheus::Histogram> = std::sync::LazyLock::new(|| {
+    metrics::histogram(
+        "outbox_relay_lag_seconds",
+        "Time from a delivery's commit to its publish confirmation",
+        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+    )
+});
+
 pub struct Relay {
     pub storage: StorageServiceClient<Channel>,
     pub notifier: NotifierServiceClient<Channel>,
@@ -83,6 +91,7 @@ impl Relay {
         let mut published = Vec::with_capacity(fetched.messages.len());
         let mut failure = None;
         for message in fetched.messages {
+            let committed = message.created_at.and_then(|t| std::time::SystemTime::try_from(t).ok());
             let request = PublishRequest {
                 message_id: message.message_id,
                 routing_key: message.routing_key,
@@ -90,11 +99,18 @@ impl Relay {
                 content_type: "application/x-protobuf; proto=ticketmesh.v1.TicketEvent".into(),
                 destinations: vec![Destination::Amqp.into()],
                 sns_topic: String::new(),
-                headers: Default::default(),
+                headers: if message.traceparent.is_empty() {
+                    Default::default()
+                } else {
+                    [("traceparent".to_owned(), message.traceparent)].into()
+                },
             };
             match self.notifier.publish(with_deadline(request, self.timeout)).await {
                 Ok(_) => {
                     RELAYED.with_label_values(&["published"]).inc();
+                    if let Some(lag) = committed.and_then(|t| t.elapsed().ok()) {
+                        LAG.observe(lag.as_secs_f64());
+                    }
                     published.push(message.id);
                 }
                 Err(status) => {

@@ -45,6 +45,8 @@ impl From<sqlx::Error> for StoreError {
 pub struct NewEvent {
     pub event: TicketEvent,
     pub payload: Vec<u8>,
+    /// The W3C trace context to publish with the outbox message ("" if none).
+    pub traceparent: String,
 }
 
 /// Filters and cursor of a ticket listing.
@@ -170,14 +172,15 @@ impl Database {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO outbox (message_id, routing_key, ticket_number, payload, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO outbox (message_id, routing_key, ticket_number, payload, created_at_ms, traceparent) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&e.delivery_id)
             .bind(e.r#type().routing_key())
             .bind(&ticket.number)
             .bind(encoded.as_slice())
             .bind(received_ms)
+            .bind(&new.traceparent)
             .execute(&mut *tx)
             .await?;
             inserted.push(true);
@@ -277,7 +280,7 @@ impl Database {
     /// The oldest unpublished outbox messages, and how many wait in total.
     pub async fn outbox(&self, limit: i64) -> Result<(Vec<OutboxMessage>, i64), StoreError> {
         let rows = sqlx::query(
-            "SELECT id, message_id, routing_key, ticket_number, payload, created_at_ms FROM outbox \
+            "SELECT id, message_id, routing_key, ticket_number, payload, created_at_ms, traceparent FROM outbox \
              WHERE published_at_ms IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
@@ -297,6 +300,7 @@ impl Database {
                     ticket_number: r.try_get(3)?,
                     payload: r.try_get(4)?,
                     created_at: Some(timestamp(r.try_get(5)?)),
+                    traceparent: r.try_get(6)?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;

@@ -134,7 +134,11 @@ impl StorageService for Storage {
         }
         self.ensure_ready()?;
         let delivery_id = event.delivery_id.clone();
-        let new = self.writer.save(NewEvent { event, payload: request.payload }).await.map_err(status)?;
+        let new = self
+            .writer
+            .save(NewEvent { event, payload: request.payload, traceparent: request.traceparent })
+            .await
+            .map_err(status)?;
         Ok(Response::new(SaveEventResponse { delivery_id, duplicate: !new }))
     }
 
