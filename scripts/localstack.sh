@@ -10,13 +10,17 @@ venv=.venv-localstack
 state=.localstack
 port=4566
 
-python_312_plus() {
-  local candidates=(python3.13 python3.12)
+# The pinned LocalStack starts on Python 3.13; on 3.12.1 it fails at start
+# ("No component plugins found in namespace localstack.runtime.components").
+is_313='import sys; sys.exit(sys.version_info[:2] != (3, 13))'
+
+python_313() {
+  local candidates=(python3.13)
   if command -v pyenv >/dev/null; then
-    candidates+=("$(pyenv root)"/versions/3.1[23]*/bin/python)
+    candidates+=("$(pyenv root)"/versions/3.13*/bin/python)
   fi
   for p in "${candidates[@]}"; do
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c "$is_313" 2>/dev/null; then
       command -v "$p"; return 0
     fi
   done
@@ -24,10 +28,14 @@ python_312_plus() {
 }
 
 install() {
-  [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import localstack' 2>/dev/null && return 0
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$is_313" 2>/dev/null &&
+    "$venv/bin/python" -c 'import localstack' 2>/dev/null; then
+    return 0
+  fi
   local python
-  python=$(python_312_plus) || { echo "LocalStack needs Python 3.12 or newer (python3.12/3.13 or pyenv)" >&2; exit 1; }
+  python=$(python_313) || { echo "LocalStack needs Python 3.13 (python3.13 on PATH, or pyenv's 3.13)" >&2; exit 1; }
   echo "installing LocalStack into $venv with $python…"
+  rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet 'localstack-core[runtime]==2026.3.0' 'cbor2<6' \
     'pyopenssl==25.1.0' 'cryptography>=45,<46' service_identity
