@@ -112,6 +112,8 @@ async fn bad_sns_input_is_a_400() {
     assert_eq!((ok.status, &ok.body["status"]), (200, &Value::from("recorded")), "{}", ok.body);
     let list = get(&client, stack.url("/api/sns/notifications")).await.body;
     assert_eq!(list["notifications"][0]["message_id"], "m-1");
+    let metrics = reqwest::get(format!("{}/metrics", stack.event_admin)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"sns_notifications_total{topic="hello-world-topic"}"#), "{metrics}");
     stack.stop().await;
     backend.drop_database().await;
 }

@@ -61,6 +61,14 @@ pub struct Events {
     recent_sns: Arc<Mutex<VecDeque<SnsNotification>>>,
 }
 
+static SNS_NOTIFICATIONS: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
+    ticketmesh_runtime::metrics::counter_vec(
+        "sns_notifications_total",
+        "SNS notifications delivered back through POST /sns, by topic",
+        &["topic"],
+    )
+});
+
 /// How many SNS notifications ListSnsNotifications remembers.
 const RECENT_SNS: usize = 100;
 
@@ -196,6 +204,9 @@ impl EventService for Events {
     ) -> Result<Response<RecordSnsNotificationResponse>, Status> {
         let notification = request.into_inner();
         let trace_id = trace_id(notification.attributes.get("traceparent").map_or("", String::as_str));
+        // The gateway accepts only its configured topics, so the label stays bounded.
+        let topic = notification.topic_arn.rsplit(':').next().unwrap_or_default();
+        SNS_NOTIFICATIONS.with_label_values(&[topic]).inc();
         tracing::info!(
             message_id = %notification.message_id,
             topic_arn = %notification.topic_arn,
