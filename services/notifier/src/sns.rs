@@ -93,6 +93,8 @@ impl Sns {
             }
             let created = self.client.create_topic().name(name).send().await.map_err(unavailable)?;
             let arn = created.topic_arn().unwrap_or_default().to_owned();
+            // Known before subscribing: SNS may send the confirmation at once.
+            self.arns.write().await.insert(name, arn.clone());
             if let Some(url) = &self.subscribe_url {
                 self.client
                     .subscribe()
@@ -104,13 +106,8 @@ impl Sns {
                     .map_err(unavailable)?;
             }
             tracing::info!(topic = name, %arn, subscribed = self.subscribe_url.is_some(), "SNS topic ready");
-            self.arns.write().await.insert(name, arn);
         }
         Ok(())
-    }
-
-    pub async fn ready(&self) -> bool {
-        self.arns.read().await.len() == TOPICS.len()
     }
 
     async fn arn(&self, topic: &str) -> Result<String, SnsError> {
@@ -168,10 +165,11 @@ impl Sns {
         Ok(sent.message_id().unwrap_or_default().to_owned())
     }
 
-    /// Confirms a subscription to one of this notifier's own topics only.
+    /// Confirms a subscription to one of this notifier's own topics (by
+    /// name; SNS itself checks that the token belongs to that ARN).
     pub async fn confirm(&self, topic_arn: &str, token: &str) -> Result<String, SnsError> {
-        let known = self.arns.read().await.values().any(|arn| arn == topic_arn);
-        if !known {
+        let name = topic_arn.rsplit(':').next().unwrap_or_default();
+        if !TOPICS.contains(&name) {
             return Err(SnsError::UnknownTopic(topic_arn.into()));
         }
         let confirmed = self
