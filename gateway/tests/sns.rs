@@ -75,16 +75,7 @@ async fn hello_goes_through_sns_and_comes_back_with_its_trace() {
 }
 
 async fn post_sns(client: &reqwest::Client, stack: &Stack, body: String) -> Answer {
-    answer_of(client.post(stack.url("/sns")).header("content-type", "text/plain; charset=UTF-8").body(body))
-        .await
-}
-
-async fn answer_of(request: reqwest::RequestBuilder) -> Answer {
-    let r = request.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
-    Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers }
+    send(client.post(stack.url("/sns")).header("content-type", "text/plain; charset=UTF-8").body(body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

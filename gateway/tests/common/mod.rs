@@ -312,14 +312,16 @@ pub async fn post(
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    answer(request.send().await.expect("gateway answers")).await
+    send(request).await
 }
 
 pub async fn get(client: &reqwest::Client, url: String) -> Answer {
-    answer(client.get(url).send().await.expect("gateway answers")).await
+    send(client.get(url)).await
 }
 
-async fn answer(response: reqwest::Response) -> Answer {
+/// Sends a request and reads its answer (JSON if it parses, else the text).
+pub async fn send(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.expect("gateway answers");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap();
