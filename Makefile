@@ -19,6 +19,7 @@ lint: ## cargo fmt --check, clippy (warnings are errors), shellcheck
 	shellcheck scripts/*.sh .ci/run
 
 unit: localstack ## Unit and integration tests (need PostgreSQL, Redis and RabbitMQ on 127.0.0.1)
+	cargo build --workspace --bins  # the telemetry tests run the real binaries
 	cargo test --workspace
 
 localstack: ## Install (once) and start LocalStack's SNS on 127.0.0.1:4566, no container

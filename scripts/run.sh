@@ -78,6 +78,7 @@ ticketmesh is up (database: ${DATABASE_URL:-sqlite:data/ticketmesh.db}, cache: $
   app-notifier   grpc 127.0.0.1:50052    admin http://127.0.0.1:9002/metrics
   app-storage    grpc 127.0.0.1:50053    admin http://127.0.0.1:9003/metrics
 Send a signed webhook:  scripts/send-webhook.sh
+Traces: ${OTEL_EXPORTER_OTLP_ENDPOINT:-not exported (set OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 to send them over OTLP)}
 Logs: $logs/  (following them below; Ctrl-C stops everything)
 
 TXT

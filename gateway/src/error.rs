@@ -9,7 +9,7 @@ use axum::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::trace;
+use ticketmesh_runtime::telemetry;
 
 /// Seconds a client is told to wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u32 = 5;
@@ -75,7 +75,7 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({
-            "error": {"code": self.code, "message": self.message, "trace_id": trace::current()}
+            "error": {"code": self.code, "message": self.message, "trace_id": telemetry::trace_id()}
         });
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

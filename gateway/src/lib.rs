@@ -5,7 +5,6 @@
 pub mod error;
 pub mod render;
 pub mod signature;
-pub mod trace;
 
 use std::{
     future::Future,
@@ -33,10 +32,14 @@ use ticketmesh_proto::v1::{
     SubscribeRequest, TicketEvent, event_service_client::EventServiceClient,
     notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
-use ticketmesh_runtime::{admin, grpc, metrics};
+use ticketmesh_runtime::{
+    admin,
+    grpc::{self, Channel},
+    metrics, telemetry,
+};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use tracing::{Instrument, field::Empty};
 
 use crate::{
     error::AppError,
@@ -133,8 +136,9 @@ static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         prometheus::DEFAULT_BUCKETS.to_vec(),
     )
 });
-static ACTIVE: LazyLock<IntGauge> =
-    LazyLock::new(|| metrics::gauge("active_connections", "HTTP requests in flight"));
+static ACTIVE: LazyLock<IntGauge> = LazyLock::new(|| {
+    metrics::gauge("active_connections", "HTTP requests in flight (an SSE stream counts until it ends)")
+});
 static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(
         "webhook_requests_total",
@@ -179,22 +183,38 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(middleware::from_fn(http_metrics))
-        .layer(middleware::from_fn(trace::layer))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
 }
 
-async fn http_metrics(request: Request, next: Next) -> Response {
+/// Every request: a server span continuing the caller's W3C trace context
+/// (named and attributed by the OTel HTTP conventions, by route template),
+/// and the HTTP metrics, labelled by route template too.
+async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    ACTIVE.inc();
-    let response = next.run(request).await;
-    ACTIVE.dec();
-    HTTP_REQUESTS.with_label_values(&[&method, &route, response.status().as_str()]).inc();
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = Empty,
+    );
+    telemetry::set_parent(&span, telemetry::extract_headers(request.headers()));
+    let _active = metrics::Held::new(&ACTIVE);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        telemetry::set_error(&span, status.to_string());
+    }
+    HTTP_REQUESTS.with_label_values(&[&method, &route, status.as_str()]).inc();
     HTTP_DURATION.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
     response
 }
@@ -241,14 +261,10 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// The webhook contract, checked cheapest first: media type, version and
 /// signature header before the body is read; size while reading; the HMAC
 /// over the raw bytes; then the event service parses and stores.
-/// An outgoing gRPC request: with its deadline, and continuing this
-/// request's trace (W3C `traceparent` metadata).
+/// An outgoing gRPC request with its deadline (the client layer adds the
+/// trace context).
 fn outgoing<T>(message: T, deadline: Duration) -> tonic::Request<T> {
-    let mut request = grpc::with_deadline(message, deadline);
-    if let Ok(traceparent) = trace::traceparent().parse() {
-        request.metadata_mut().insert("traceparent", traceparent);
-    }
-    request
+    grpc::with_deadline(message, deadline)
 }
 
 /// Reads a body of at most `limit` bytes: 413 when larger (by its declared
@@ -292,9 +308,12 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
     let header = headers.get("petzi-signature").map(|v| v.to_str().unwrap_or_default());
     let signature = Signature::from_header(header).map_err(|e| signature_error(&e))?;
     let body = read_body(headers, body, state.max_body_bytes).await?;
-    signature
-        .verify(&state.secret, &body, unix_now(), state.tolerance_secs)
-        .map_err(|e| signature_error(&e))?;
+    tracing::info_span!("webhook.verify_signature", http.request.body.size = body.len()).in_scope(|| {
+        signature.verify(&state.secret, &body, unix_now(), state.tolerance_secs).map_err(|e| {
+            telemetry::set_error(&tracing::Span::current(), e.to_string());
+            signature_error(&e)
+        })
+    })?;
     WEBHOOK_SIZE.observe(body.len() as f64);
     let now = SystemTime::now();
     let request = IngestWebhookRequest {
@@ -315,7 +334,7 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
         "duplicate": accepted.duplicate,
         "ticket_number": accepted.ticket_number,
         "event": accepted.event_type().petzi_name(),
-        "trace_id": trace::current(),
+        "trace_id": telemetry::trace_id(),
     }))
 }
 
@@ -409,6 +428,8 @@ async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
     let events = stream.map_while(move |n| {
         let _counted = &client;
         let n = n.ok()?;
+        let span = process_span("rabbitmq", "ticketmesh.events", &n.message_id, &n.headers);
+        let _entered = span.enter();
         let event = TicketEvent::decode(n.payload.as_slice()).ok()?;
         let kind = event.r#type().petzi_name();
         let stored = StoredTicket {
@@ -424,6 +445,27 @@ async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
     });
     let keep_alive = sse::KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat");
     Ok(sse::Sse::new(events).keep_alive(keep_alive).into_response())
+}
+
+/// The span of one received message, a child of the span that published it
+/// (from the trace context the message carries).
+fn process_span(
+    system: &'static str,
+    destination: &str,
+    message_id: &str,
+    headers: &std::collections::HashMap<String, String>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "messaging.process",
+        otel.name = %format_args!("process {destination}"),
+        otel.kind = "consumer",
+        messaging.system = system,
+        messaging.operation.type = "process",
+        messaging.destination.name = %destination,
+        messaging.message.id = %message_id,
+    );
+    telemetry::set_parent(&span, telemetry::extract_map(headers));
+    span
 }
 
 /// Hello world: the event service has the notifier publish "Hello World!" to
@@ -448,7 +490,7 @@ async fn hello(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
             "message_id": hello.message_id,
             "duration": duration.as_secs_f64(),
         },
-        "trace_id": trace::current(),
+        "trace_id": telemetry::trace_id(),
     })))
 }
 
@@ -516,12 +558,16 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
         }
         "Notification" => {
             let published_at = humantime::parse_rfc3339_weak(&message.timestamp).ok().map(Into::into);
+            let attributes: std::collections::HashMap<String, String> =
+                message.message_attributes.into_iter().map(|(k, a)| (k, a.value)).collect();
+            // SNS carries no HTTP trace context: the message attributes do.
+            let span = process_span("aws_sns", topic, &message.message_id, &attributes);
             let request = RecordSnsNotificationRequest {
                 message_id: message.message_id,
                 topic_arn: message.topic_arn,
                 subject: message.subject.unwrap_or_default(),
                 message: message.message,
-                attributes: message.message_attributes.into_iter().map(|(k, a)| (k, a.value)).collect(),
+                attributes,
                 published_at,
             };
             state
@@ -529,6 +575,7 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
                 .event
                 .clone()
                 .record_sns_notification(outgoing(request, state.0.timeout))
+                .instrument(span)
                 .await
                 .map_err(|s| AppError::from_grpc("the event service", &s))?;
             Ok(Json(json!({"status": "recorded"})))

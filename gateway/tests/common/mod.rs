@@ -3,6 +3,8 @@
 //! PostgreSQL database or SQLite file) and its own Redis key prefix.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod procs;
+
 use std::{
     net::SocketAddr,
     sync::atomic::{AtomicU32, Ordering},
@@ -142,6 +144,10 @@ impl Stack {
     }
 
     pub async fn start_with(backend: &Backend, options: Options) -> Self {
+        // Spans (and so trace ids and propagation) as in the binaries.
+        static TELEMETRY: std::sync::OnceLock<ticketmesh_runtime::telemetry::Telemetry> =
+            std::sync::OnceLock::new();
+        TELEMETRY.get_or_init(|| ticketmesh_runtime::telemetry::init_without_logs("ticketmesh-tests"));
         let (stop, rx) = watch::channel(false);
         let ((sg, sg_addr), (sa, sa_addr)) = (bind().await, bind().await);
         let ((eg, eg_addr), (ea, ea_addr)) = (bind().await, bind().await);

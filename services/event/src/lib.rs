@@ -21,9 +21,11 @@ use ticketmesh_proto::v1::{
     notifier_service_client::NotifierServiceClient,
     storage_service_client::StorageServiceClient,
 };
-use ticketmesh_runtime::grpc::{self, GrpcServer, with_deadline};
+use ticketmesh_runtime::{
+    grpc::{self, Channel, GrpcServer, with_deadline},
+    telemetry,
+};
 use tokio::{net::TcpListener, sync::Notify};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -72,11 +74,6 @@ static SNS_NOTIFICATIONS: std::sync::LazyLock<prometheus::IntCounterVec> = std::
 /// How many SNS notifications ListSnsNotifications remembers.
 const RECENT_SNS: usize = 100;
 
-/// The W3C trace context of an incoming call, to pass on.
-fn traceparent<T>(request: &Request<T>) -> Option<String> {
-    request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
 /// The trace id of a `traceparent` value, or "".
 fn trace_id(traceparent: &str) -> String {
     traceparent.split('-').nth(1).filter(|id| id.len() == 32).unwrap_or_default().to_owned()
@@ -117,10 +114,9 @@ fn from_storage(status: Status) -> Status {
 
 #[tonic::async_trait]
 impl EventService for Events {
-    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+    async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         const TOPIC: &str = "hello-world-topic";
         const MESSAGE: &str = "Hello World!";
-        let headers = traceparent(&request).map(|tp| ("traceparent".to_owned(), tp)).into_iter().collect();
         let publish = PublishRequest {
             message_id: hello_id(),
             routing_key: "hello".into(),
@@ -128,7 +124,8 @@ impl EventService for Events {
             content_type: "text/plain".into(),
             destinations: vec![Destination::Sns.into()],
             sns_topic: TOPIC.into(),
-            headers,
+            // The notifier sends its publish span's context with the message.
+            headers: Default::default(),
         };
         let started = std::time::Instant::now();
         let published = self
@@ -157,9 +154,17 @@ impl EventService for Events {
         &self,
         request: Request<IngestWebhookRequest>,
     ) -> Result<Response<IngestWebhookResponse>, Status> {
-        let traceparent = traceparent(&request).unwrap_or_default();
+        // The outbox row keeps this call's trace context: the relay's publish
+        // continues this trace, however much later it runs.
+        let traceparent = telemetry::traceparent();
         let request = request.into_inner();
-        let delivery = petzi::parse(&request.body).map_err(|e| invalid_payload(&e))?;
+        let delivery = tracing::info_span!("petzi.parse", http.request.body.size = request.body.len())
+            .in_scope(|| {
+                petzi::parse(&request.body).map_err(|e| {
+                    telemetry::set_error(&tracing::Span::current(), e.to_string());
+                    invalid_payload(&e)
+                })
+            })?;
         let delivery_id = petzi::delivery_id(&request.body);
         let ticket_number = delivery.ticket.number.clone();
         let event_type = delivery.event_type;

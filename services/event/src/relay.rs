@@ -18,9 +18,13 @@ use ticketmesh_proto::v1::{
     AckOutboxRequest, Destination, FetchOutboxRequest, PublishRequest,
     notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
-use ticketmesh_runtime::{backoff::Backoff, grpc::with_deadline, metrics};
+use ticketmesh_runtime::{
+    backoff::Backoff,
+    grpc::{Channel, with_deadline},
+    metrics, telemetry,
+};
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
+use tracing::Instrument;
 
 static BACKLOG: std::sync::LazyLock<IntGauge> = std::sync::LazyLock::new(|| {
     metrics::gauge(
@@ -81,10 +85,15 @@ impl Relay {
     }
 
     /// One fetch → publish → ack round; returns how many were published.
+    /// The polling itself is not traced (it runs every second); each
+    /// message's publish continues the trace of the webhook that stored it.
     async fn round(&mut self) -> Result<usize, tonic::Status> {
+        let poll = tracing::info_span!("outbox.poll");
+        telemetry::set_parent(&poll, telemetry::unsampled());
         let fetched = self
             .storage
             .fetch_outbox(with_deadline(FetchOutboxRequest { limit: self.batch }, self.timeout))
+            .instrument(poll.clone())
             .await?
             .into_inner();
         BACKLOG.set(fetched.backlog);
@@ -92,6 +101,15 @@ impl Relay {
         let mut failure = None;
         for message in fetched.messages {
             let committed = message.created_at.and_then(|t| std::time::SystemTime::try_from(t).ok());
+            let span = tracing::info_span!(
+                "outbox.relay",
+                messaging.message.id = %message.message_id,
+                messaging.destination.name = %message.routing_key,
+            );
+            if !message.traceparent.is_empty() {
+                let carrier = [("traceparent".to_owned(), message.traceparent.clone())].into();
+                telemetry::set_parent(&span, telemetry::extract_map(&carrier));
+            }
             let request = PublishRequest {
                 message_id: message.message_id,
                 routing_key: message.routing_key,
@@ -99,13 +117,10 @@ impl Relay {
                 content_type: "application/x-protobuf; proto=ticketmesh.v1.TicketEvent".into(),
                 destinations: vec![Destination::Amqp.into()],
                 sns_topic: String::new(),
-                headers: if message.traceparent.is_empty() {
-                    Default::default()
-                } else {
-                    [("traceparent".to_owned(), message.traceparent)].into()
-                },
+                // The notifier sends its publish span's context with the message.
+                headers: Default::default(),
             };
-            match self.notifier.publish(with_deadline(request, self.timeout)).await {
+            match self.notifier.publish(with_deadline(request, self.timeout)).instrument(span.clone()).await {
                 Ok(_) => {
                     RELAYED.with_label_values(&["published"]).inc();
                     if let Some(lag) = committed.and_then(|t| t.elapsed().ok()) {
@@ -114,6 +129,7 @@ impl Relay {
                     published.push(message.id);
                 }
                 Err(status) => {
+                    telemetry::set_error(&span, status.message().to_owned());
                     RELAYED.with_label_values(&["failed"]).inc();
                     failure = Some(status);
                     break; // keep the order: nothing after a failure goes out first
@@ -123,6 +139,7 @@ impl Relay {
         if !published.is_empty() {
             self.storage
                 .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.timeout))
+                .instrument(poll)
                 .await?;
             BACKLOG.set(fetched.backlog - published.len() as i64);
         }

@@ -60,6 +60,7 @@ impl Bus {
                     payload: message.payload.clone(),
                     content_type: message.content_type.clone(),
                     published_at: Some(std::time::SystemTime::now().into()),
+                    headers: message.headers.clone(),
                 });
                 Ok(())
             }
@@ -110,6 +111,20 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
     let p: Vec<&str> = pattern.split('.').collect();
     let k: Vec<&str> = key.split('.').collect();
     go(&p, &k)
+}
+
+/// The string-valued AMQP headers of a delivery (the trace context among them).
+fn string_headers(table: Option<&FieldTable>) -> std::collections::HashMap<String, String> {
+    let Some(table) = table else { return Default::default() };
+    table
+        .inner()
+        .iter()
+        .filter_map(|(key, value)| match value {
+            AMQPValue::LongString(s) => Some((key.to_string(), s.to_string())),
+            AMQPValue::ShortString(s) => Some((key.to_string(), s.as_str().to_owned())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Closes its channel when the subscriber's stream is dropped, which
@@ -243,6 +258,7 @@ impl Amqp {
                     .as_ref()
                     .map(|s| s.as_str().to_owned())
                     .unwrap_or_default(),
+                headers: string_headers(d.properties.headers().as_ref()),
                 payload: d.data,
                 published_at: Some(published_at.into()),
             })

@@ -17,11 +17,12 @@ use ticketmesh_proto::v1::{
 use ticketmesh_runtime::{
     backoff::Backoff,
     grpc::{GrpcServer, Health},
-    metrics,
+    metrics, telemetry,
 };
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, field::Empty};
 
 use crate::{
     bus::{Amqp, Bus, Message},
@@ -72,6 +73,28 @@ static SUBSCRIBERS: std::sync::LazyLock<prometheus::IntGauge> = std::sync::LazyL
 pub struct Notifier {
     bus: Arc<Bus>,
     sns: Option<Arc<Sns>>,
+    exchange: String,
+}
+
+/// A producer span by the OTel messaging conventions. The message carries
+/// this span's trace context, so its consumers continue the trace.
+fn publish_span(
+    system: &'static str,
+    destination: &str,
+    message_id: &str,
+    routing_key: &str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "messaging.publish",
+        otel.name = %format_args!("publish {destination}"),
+        otel.kind = "producer",
+        messaging.system = system,
+        messaging.operation.type = "send",
+        messaging.destination.name = %destination,
+        messaging.message.id = %message_id,
+        messaging.rabbitmq.destination.routing_key = %routing_key,
+        messaging.message.body.size = Empty,
+    )
 }
 
 fn bounded_key(routing_key: &str) -> &str {
@@ -94,14 +117,22 @@ impl NotifierService for Notifier {
         for destination in destinations {
             match Destination::try_from(destination) {
                 Ok(Destination::Amqp) => {
+                    let system = if matches!(*self.bus, Bus::Amqp(_)) { "rabbitmq" } else { "in_process" };
+                    let span = publish_span(system, &self.exchange, &r.message_id, &r.routing_key);
+                    span.record("messaging.message.body.size", r.payload.len() as i64);
+                    let mut headers = r.headers.clone();
+                    span.in_scope(|| telemetry::inject_map(&mut headers));
                     let message = Message {
                         message_id: r.message_id.clone(),
                         routing_key: r.routing_key.clone(),
                         content_type: r.content_type.clone(),
                         payload: r.payload.clone(),
-                        headers: r.headers.clone(),
+                        headers,
                     };
-                    let outcome = self.bus.publish(&message).await;
+                    let outcome = self.bus.publish(&message).instrument(span.clone()).await;
+                    if let Err(error) = &outcome {
+                        telemetry::set_error(&span, error.to_string());
+                    }
                     let status = if outcome.is_ok() { "published" } else { "failed" };
                     PUBLISHED.with_label_values(&[bounded_key(&r.routing_key), status]).inc();
                     outcome.map_err(|e| Status::unavailable(e.to_string()))?;
@@ -122,16 +153,25 @@ impl NotifierService for Notifier {
                     };
                     let text = std::str::from_utf8(&r.payload)
                         .map_err(|_| Status::invalid_argument("SNS messages must be UTF-8 text"))?;
+                    let span = publish_span("aws_sns", &r.sns_topic, &r.message_id, &r.routing_key);
+                    span.record("messaging.message.body.size", r.payload.len() as i64);
                     let mut attributes = r.headers.clone();
+                    span.in_scope(|| telemetry::inject_map(&mut attributes));
                     attributes.insert("message_id".into(), r.message_id.clone());
                     attributes.insert("routing_key".into(), r.routing_key.clone());
-                    let id =
-                        sns.publish(&r.sns_topic, &r.routing_key, text, &attributes).await.map_err(|e| {
-                            match e {
-                                SnsError::UnknownTopic(_) => Status::invalid_argument(e.to_string()),
-                                SnsError::Unavailable(_) => Status::unavailable(e.to_string()),
-                            }
-                        })?;
+                    let published = sns
+                        .publish(&r.sns_topic, &r.routing_key, text, &attributes)
+                        .instrument(span.clone())
+                        .await;
+                    let id = published.map_err(|e| {
+                        telemetry::set_error(&span, e.to_string());
+                        match e {
+                            SnsError::UnknownTopic(_) => Status::invalid_argument(e.to_string()),
+                            SnsError::Unavailable(_) => Status::unavailable(e.to_string()),
+                        }
+                    })?;
+                    // SNS names the message only once it has it.
+                    span.record("messaging.message.id", id.as_str());
                     results.push(PublishResult {
                         destination,
                         status: "published".into(),
@@ -218,7 +258,7 @@ pub async fn serve(
     };
     tokio::spawn(watch_bus(bus.clone(), server.health(), server.stopping()));
     server
-        .add_service(NotifierServiceServer::new(Notifier { bus, sns }))
+        .add_service(NotifierServiceServer::new(Notifier { bus, sns, exchange: args.amqp_exchange.clone() }))
         .serve(grpc_listener, admin_listener, shutdown)
         .await
 }

@@ -1,6 +1,6 @@
 //! gRPC plumbing shared by the services: a server with health and reflection
 //! (v1 and v1alpha) already mounted, and lazily connecting client channels
-//! with a deadline on every call.
+//! with a deadline on every call. Both sides are observed by [`crate::rpc`].
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
@@ -10,11 +10,18 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::RoutesBuilder,
-    transport::{Channel, Endpoint, Server},
+    transport::{Endpoint, Server},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::Layer as _;
 
-use crate::{Readiness, admin};
+use crate::{
+    Readiness, admin,
+    rpc::{ClientLayer, Observed, ServerLayer},
+};
+
+/// A client channel with every call observed (trace context, span, metrics).
+pub type Channel = Observed<tonic::transport::Channel>;
 
 /// Health of a gRPC server, kept in step with its `/ready`: one switch sets
 /// the overall status ("") and every named service's.
@@ -110,6 +117,7 @@ impl GrpcServer {
         let (stop, stopped) = self.stopped;
         let admin = tokio::spawn(admin::serve(admin, self.health.readiness(), until_true(stopped)));
         let served = Server::builder()
+            .layer(ServerLayer)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
             .await;
@@ -130,7 +138,7 @@ pub fn channel(uri: &str, deadline: Duration) -> anyhow::Result<Channel> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10));
-    Ok(endpoint.connect_lazy())
+    Ok(ClientLayer.layer(endpoint.connect_lazy()))
 }
 
 /// Sets the gRPC deadline header on an outgoing request, so the server

@@ -1,13 +1,16 @@
-//! What every ticketmesh binary does the same way: logging, the admin server
+//! What every ticketmesh binary does the same way: telemetry (logs, traces,
+//! metrics, error tracking), the admin server
 //! (`/health`, `/ready`, `/metrics`), graceful shutdown, reconnect backoff, and
 //! the gRPC server and client plumbing (health, reflection, deadlines).
 
 pub mod admin;
 pub mod backoff;
+pub mod errors;
 pub mod grpc;
-pub mod logging;
 pub mod metrics;
+pub mod rpc;
 pub mod shutdown;
+pub mod telemetry;
 
 pub use admin::Readiness;
 

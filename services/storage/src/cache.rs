@@ -6,7 +6,8 @@ use std::{sync::LazyLock, time::Duration};
 
 use prometheus::IntCounterVec;
 use redis::{AsyncCommands, aio::ConnectionManager};
-use ticketmesh_runtime::metrics;
+use ticketmesh_runtime::{metrics, telemetry};
+use tracing::Instrument;
 
 static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(
@@ -23,6 +24,21 @@ static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["op"],
     )
 });
+
+/// A Redis client span when the call serves a traced request.
+fn span(command: &'static str) -> tracing::Span {
+    if telemetry::in_trace() {
+        tracing::info_span!(
+            "redis",
+            otel.name = command,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = command,
+        )
+    } else {
+        tracing::Span::none()
+    }
+}
 
 #[derive(Clone)]
 pub struct Cache {
@@ -59,7 +75,8 @@ impl Cache {
 
     pub async fn get(&self, op: &'static str, key: &str) -> Option<Vec<u8>> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, conn.get::<_, Option<Vec<u8>>>(key)).await {
+        let get = conn.get::<_, Option<Vec<u8>>>(key).instrument(span("GET"));
+        match tokio::time::timeout(self.timeout, get).await {
             Ok(Ok(Some(value))) => {
                 REQUESTS.with_label_values(&[op, "hit"]).inc();
                 Some(value)
@@ -75,7 +92,7 @@ impl Cache {
 
     pub async fn put(&self, op: &'static str, key: &str, value: &[u8]) {
         let mut conn = self.conn.clone();
-        let set = conn.set_ex::<_, _, ()>(key, value, self.ttl_secs);
+        let set = conn.set_ex::<_, _, ()>(key, value, self.ttl_secs).instrument(span("SETEX"));
         match tokio::time::timeout(self.timeout, set).await {
             Ok(Ok(())) => REQUESTS.with_label_values(&[op, "stored"]).inc(),
             Ok(Err(error)) => {
@@ -96,7 +113,8 @@ impl Cache {
         }
         keys.push(self.stats_key());
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, conn.del::<_, ()>(keys)).await {
+        let del = conn.del::<_, ()>(keys).instrument(span("DEL"));
+        match tokio::time::timeout(self.timeout, del).await {
             Ok(Ok(())) => REQUESTS.with_label_values(&["invalidate", "stored"]).inc(),
             Ok(Err(error)) => {
                 self.failed("invalidate", &error.to_string());

@@ -2,13 +2,30 @@
 //! SQL dialect for both (`$N` binds, `ON CONFLICT`, `RETURNING`), migrations
 //! embedded per backend.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::Path,
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
 
 use prost::Message;
 use sqlx::{AnyPool, Row, any::AnyPoolOptions, migrate::Migrator};
 use ticketmesh_proto::v1::{
     CategoryStats, EventType, Money, OutboxMessage, Stats, StoredTicket, Ticket, TicketEvent,
 };
+use ticketmesh_runtime::telemetry;
+use tracing::Instrument;
+
+static QUERY_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
+    ticketmesh_runtime::metrics::histogram_vec(
+        "db_query_duration_seconds",
+        "Database statements and transactions, by operation, table and outcome",
+        &["operation", "collection", "status"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+    )
+});
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -97,6 +114,80 @@ impl Database {
         self.backend
     }
 
+    /// The `db.system.name` of the OTel database conventions.
+    pub fn system_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// Runs one statement or transaction: timed in
+    /// `db_query_duration_seconds{operation,status}`, and a client span by
+    /// the OTel database conventions when it serves a traced call.
+    async fn observe<T>(
+        &self,
+        operation: &'static str,
+        collection: &'static str,
+        statement: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let span = if telemetry::in_trace() {
+            tracing::info_span!(
+                "db",
+                otel.name = %format_args!("{operation} {collection}"),
+                otel.kind = "client",
+                db.system.name = self.system_name(),
+                db.operation.name = operation,
+                db.collection.name = collection,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let started = Instant::now();
+        let result = statement.instrument(span.clone()).await;
+        let status = if result.is_ok() { "ok" } else { "error" };
+        QUERY_SECONDS
+            .with_label_values(&[operation, collection, status])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            telemetry::set_error(&span, error.to_string());
+        }
+        result
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.observe("SELECT", "1", self.ping_statement()).await
+    }
+
+    /// Stores a batch in one transaction (see [`Self::save_batch_statement`]).
+    pub async fn save_batch(&self, batch: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
+        self.observe("INSERT", "events", self.save_batch_statement(batch)).await
+    }
+
+    pub async fn ticket(&self, number: &str) -> Result<Option<StoredTicket>, StoreError> {
+        self.observe("SELECT", "tickets", self.ticket_statement(number)).await
+    }
+
+    pub async fn tickets(
+        &self,
+        filter: &TicketFilter,
+        limit: i64,
+    ) -> Result<Vec<(i64, StoredTicket)>, StoreError> {
+        self.observe("SELECT", "tickets", self.tickets_statement(filter, limit)).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        self.observe("SELECT", "tickets", self.stats_statement()).await
+    }
+
+    pub async fn outbox(&self, limit: i64) -> Result<(Vec<OutboxMessage>, i64), StoreError> {
+        self.observe("SELECT", "outbox", self.outbox_statement(limit)).await
+    }
+
+    pub async fn ack_outbox(&self, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {
+        self.observe("UPDATE", "outbox", self.ack_outbox_statement(ids, now_ms)).await
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = match self.backend {
             Backend::Postgres => &POSTGRES,
@@ -108,7 +199,7 @@ impl Database {
         })
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping_statement(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -116,7 +207,7 @@ impl Database {
     /// Stores a batch in one transaction: for each event not seen before, the
     /// event row, the ticket's new state and an outbox row. Returns, per
     /// event, whether it was new (false: a duplicate delivery).
-    pub async fn save_batch(&self, batch: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
+    async fn save_batch_statement(&self, batch: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = Vec::with_capacity(batch.len());
         let (no_ticket, no_price) = (Ticket::default(), Money::default());
@@ -189,7 +280,7 @@ impl Database {
         Ok(inserted)
     }
 
-    pub async fn ticket(&self, number: &str) -> Result<Option<StoredTicket>, StoreError> {
+    async fn ticket_statement(&self, number: &str) -> Result<Option<StoredTicket>, StoreError> {
         let row = sqlx::query(
             "SELECT detail, last_event, created_at_ms, updated_at_ms FROM tickets WHERE number = $1",
         )
@@ -200,7 +291,7 @@ impl Database {
     }
 
     /// Tickets newest first; each with its cursor position.
-    pub async fn tickets(
+    async fn tickets_statement(
         &self,
         filter: &TicketFilter,
         limit: i64,
@@ -220,7 +311,7 @@ impl Database {
         rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, stored_ticket_at(r, 1)?))).collect()
     }
 
-    pub async fn stats(&self) -> Result<Stats, StoreError> {
+    async fn stats_statement(&self) -> Result<Stats, StoreError> {
         let totals = sqlx::query(
             "SELECT COUNT(*), CAST(COALESCE(SUM(price_cents), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN cancellation_reason <> '' THEN 1 ELSE 0 END), 0) AS BIGINT), \
@@ -278,7 +369,7 @@ impl Database {
     }
 
     /// The oldest unpublished outbox messages, and how many wait in total.
-    pub async fn outbox(&self, limit: i64) -> Result<(Vec<OutboxMessage>, i64), StoreError> {
+    async fn outbox_statement(&self, limit: i64) -> Result<(Vec<OutboxMessage>, i64), StoreError> {
         let rows = sqlx::query(
             "SELECT id, message_id, routing_key, ticket_number, payload, created_at_ms, traceparent FROM outbox \
              WHERE published_at_ms IS NULL ORDER BY id LIMIT $1",
@@ -307,7 +398,7 @@ impl Database {
         Ok((messages, backlog))
     }
 
-    pub async fn ack_outbox(&self, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {
+    async fn ack_outbox_statement(&self, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut acknowledged = 0;
         for id in ids {

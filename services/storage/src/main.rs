@@ -1,21 +1,23 @@
-//! app-storage: parse the flags, start logging, serve until SIGTERM/SIGINT.
+//! app-storage: parse the flags, start telemetry, serve until SIGTERM/SIGINT.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = app_storage::Args::parse();
-    ticketmesh_runtime::logging::init("app-storage");
+    let telemetry = ticketmesh_runtime::telemetry::init("app-storage");
     let grpc = tokio::net::TcpListener::bind(&args.grpc_addr).await?;
     let admin = tokio::net::TcpListener::bind(&args.admin_addr).await?;
     tracing::info!(
-        grpc = %args.grpc_addr,
-        admin = %args.admin_addr,
+        grpc = %grpc.local_addr()?,
+        admin = %admin.local_addr()?,
         database = %redact(&args.database_url),
         cache = args.redis_url.is_some(),
         "listening"
     );
-    app_storage::serve(args, grpc, admin, ticketmesh_runtime::shutdown::signal()).await
+    let served = app_storage::serve(args, grpc, admin, ticketmesh_runtime::shutdown::signal()).await;
+    telemetry.shutdown();
+    served
 }
 
 /// The URL without its password, for the log.

@@ -6,8 +6,9 @@
 use std::{sync::LazyLock, time::Duration};
 
 use prometheus::{Histogram, IntCounterVec};
-use ticketmesh_runtime::metrics;
+use ticketmesh_runtime::{metrics, telemetry};
 use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, field::Empty};
 
 use crate::{
     cache::Cache,
@@ -30,7 +31,8 @@ static COMMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-type Reply = oneshot::Sender<Result<bool, StoreError>>;
+/// Whether the event was new, and how many events its transaction held.
+type Reply = oneshot::Sender<(Result<bool, StoreError>, usize)>;
 
 /// The handle SaveEvent uses: queue an event, wait for its commit.
 #[derive(Clone)]
@@ -48,13 +50,34 @@ impl Writer {
 
     /// Stores one event; Ok(true) when it was new, Ok(false) for a duplicate.
     /// Returns only after the transaction holding it has committed.
-    pub async fn save(&self, event: NewEvent) -> Result<bool, StoreError> {
+    /// In a traced call, a span covers the wait for that commit.
+    pub async fn save(&self, event: NewEvent, system: &'static str) -> Result<bool, StoreError> {
+        let span = if telemetry::in_trace() {
+            tracing::info_span!(
+                "db",
+                otel.name = "INSERT events",
+                otel.kind = "client",
+                db.system.name = system,
+                db.operation.name = "INSERT",
+                db.collection.name = "events",
+                db.operation.batch.size = Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((event, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+        let stopped = || StoreError::Unavailable("the writer has stopped".into());
+        let (saved, batch) = async {
+            self.queue.send((event, reply)).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())
+        }
+        .instrument(span.clone())
+        .await?;
+        span.record("db.operation.batch.size", batch as i64);
+        if let Err(error) = &saved {
+            telemetry::set_error(&span, error.to_string());
+        }
+        saved
     }
 }
 
@@ -92,13 +115,14 @@ async fn run(
                 tracing::warn!(%error, events = events.len(), "batch not stored");
             }
         }
+        let size = jobs.len();
         for (i, (_, reply)) in jobs.drain(..).enumerate() {
             let answer = match &outcome {
                 Ok(inserted) => Ok(inserted.get(i).copied().unwrap_or(false)),
                 Err(e) => Err(e.clone()),
             };
             // The caller may have given up (deadline); the result stands anyway.
-            let _ = reply.send(answer);
+            let _ = reply.send((answer, size));
         }
     }
 }

@@ -1,0 +1,461 @@
+//! The real binaries as child processes (built by `cargo build --workspace
+//! --bins`, which `make test` runs first), each exporting its spans over
+//! OTLP/gRPC to an in-test collector and writing JSON logs the test reads.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::{AnyValue, any_value},
+    trace::v1::Span as OtlpSpan,
+};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// What a test waits for in a trace: a description and a test of a span.
+pub type Wanted<'a> = (&'a str, &'a dyn Fn(&Span) -> bool);
+
+/// One span as the collector received it.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub service: String,
+    pub name: String,
+    pub kind: i32,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_id: String,
+    /// 0 unset, 1 ok, 2 error.
+    pub status: i32,
+    pub attributes: HashMap<String, Value>,
+}
+
+pub const SERVER: i32 = 2;
+pub const CLIENT: i32 = 3;
+pub const PRODUCER: i32 = 4;
+pub const CONSUMER: i32 = 5;
+pub const ERROR: i32 = 2;
+
+impl Span {
+    pub fn attr(&self, key: &str) -> &Value {
+        self.attributes.get(key).unwrap_or(&Value::Null)
+    }
+}
+
+fn value(v: Option<&AnyValue>) -> Value {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => Value::from(s.clone()),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::BoolValue(b)) => Value::from(*b),
+        Some(any_value::Value::DoubleValue(d)) => Value::from(*d),
+        _ => Value::Null,
+    }
+}
+
+/// An OTLP/gRPC trace receiver on a port of its own.
+#[derive(Clone, Default)]
+pub struct Collector {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let attributes = resource.resource.map(|r| r.attributes).unwrap_or_default();
+            let service = attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .map(|kv| value(kv.value.as_ref()).as_str().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            for scope in resource.scope_spans {
+                for s in scope.spans {
+                    spans.push(convert(&service, s));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+fn convert(service: &str, s: OtlpSpan) -> Span {
+    Span {
+        service: service.to_owned(),
+        name: s.name,
+        kind: s.kind,
+        trace_id: hex::encode(&s.trace_id),
+        span_id: hex::encode(&s.span_id),
+        parent_id: hex::encode(&s.parent_span_id),
+        status: s.status.map_or(0, |st| st.code),
+        attributes: s.attributes.iter().map(|kv| (kv.key.clone(), value(kv.value.as_ref()))).collect(),
+    }
+}
+
+impl Collector {
+    /// Starts the receiver; returns it and its endpoint URL.
+    pub async fn start() -> (Self, String) {
+        let collector = Self::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(collector.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (collector, format!("http://{addr}"))
+    }
+
+    pub fn trace(&self, trace_id: &str) -> Vec<Span> {
+        self.spans.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect()
+    }
+
+    /// Waits until the trace holds a span matching each predicate; panics
+    /// with what arrived after `within`.
+    pub async fn wait_for(&self, trace_id: &str, wanted: &[Wanted<'_>], within: Duration) -> Vec<Span> {
+        let deadline = Instant::now() + within;
+        loop {
+            let spans = self.trace(trace_id);
+            let missing: Vec<&str> =
+                wanted.iter().filter(|(_, p)| !spans.iter().any(p)).map(|(what, _)| *what).collect();
+            if missing.is_empty() {
+                return spans;
+            }
+            if Instant::now() > deadline {
+                let seen: Vec<String> = spans.iter().map(|s| format!("{}: {}", s.service, s.name)).collect();
+                panic!("trace {trace_id} lacks {missing:?}; it has {seen:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The chain of span names from `span` up to its trace's root.
+pub fn ancestry(spans: &[Span], span: &Span) -> Vec<String> {
+    let by_id: HashMap<&str, &Span> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let mut chain = vec![span.name.clone()];
+    let mut current = span;
+    while let Some(parent) = by_id.get(current.parent_id.as_str()) {
+        chain.push(parent.name.clone());
+        current = parent;
+    }
+    chain
+}
+
+/// Where the workspace's binaries are: next to this test's own binary's
+/// directory (target/<profile>).
+fn binary(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_app-gateway")).parent().unwrap().to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// One running binary and the JSON lines it has logged.
+pub struct Proc {
+    pub name: &'static str,
+    child: tokio::process::Child,
+    pub lines: Arc<Mutex<Vec<Value>>>,
+    /// The fields of its "listening" line (actual addresses).
+    pub listening: Value,
+}
+
+impl Proc {
+    /// Starts `name` with `env` (plus JSON logs and the OTLP endpoint) and
+    /// waits for its "listening" line.
+    pub async fn start(name: &'static str, env: &[(&str, String)]) -> Self {
+        let mut command = tokio::process::Command::new(binary(name));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let keep = lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let parsed: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("{name} logged a line that is not JSON ({e}): {line}"));
+                if parsed["message"] == "listening" {
+                    let _ = tx.send(parsed.clone());
+                }
+                keep.lock().unwrap().push(parsed);
+            }
+        });
+        let listening = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not log \"listening\" within 20 s"))
+            .unwrap_or_else(|| panic!("{name} exited before listening"));
+        Self { name, child, lines, listening }
+    }
+
+    pub fn addr(&self, field: &str) -> String {
+        self.listening[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} logged no {field} address", self.name))
+            .to_owned()
+    }
+
+    /// The log lines carrying `trace_id`.
+    pub fn lines_of(&self, trace_id: &str) -> Vec<Value> {
+        self.lines.lock().unwrap().iter().filter(|l| l["trace_id"] == trace_id).cloned().collect()
+    }
+
+    /// SIGTERM, then the exit status (which must come within 10 s).
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(killed.success());
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within 10 s of SIGTERM", self.name))
+            .unwrap()
+    }
+}
+
+/// Backends of a process stack.
+#[derive(Default)]
+pub struct Setup {
+    pub database_url: String,
+    pub redis: Option<(String, String)>,
+    pub amqp: Option<(String, String)>,
+    pub sns: Option<String>,
+    /// OTEL_BSP_SCHEDULE_DELAY in ms.
+    pub export_delay_ms: u64,
+}
+
+/// The four binaries wired together on loopback, exporting to one collector.
+pub struct Procs {
+    pub storage: Proc,
+    pub notifier: Proc,
+    pub event: Proc,
+    pub gateway: Proc,
+    pub base: String,
+}
+
+impl Procs {
+    pub async fn start(setup: Setup, otlp: &str) -> Self {
+        let any = || "127.0.0.1:0".to_owned();
+        let otel = |service: &str| {
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.to_owned()),
+                ("OTEL_SERVICE_NAME", service.to_owned()),
+                ("OTEL_BSP_SCHEDULE_DELAY", setup.export_delay_ms.to_string()),
+                ("DEPLOYMENT_ENVIRONMENT", "test".to_owned()),
+            ]
+        };
+        let mut env = otel("app-storage");
+        env.extend([
+            ("GRPC_ADDR", any()),
+            ("ADMIN_ADDR", any()),
+            ("DATABASE_URL", setup.database_url.clone()),
+        ]);
+        if let Some((url, prefix)) = &setup.redis {
+            env.extend([("REDIS_URL", url.clone()), ("CACHE_PREFIX", prefix.clone())]);
+        }
+        let storage = Proc::start("app-storage", &env).await;
+        let storage_url = format!("http://{}", storage.addr("grpc"));
+
+        // The gateway's address must be known before the notifier subscribes it to SNS.
+        let http = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let mut env = otel("app-notifier");
+        env.extend([("GRPC_ADDR", any()), ("ADMIN_ADDR", any()), ("PUBLISH_TIMEOUT", "3s".into())]);
+        if let Some((url, exchange)) = &setup.amqp {
+            env.extend([("AMQP_URL", url.clone()), ("AMQP_EXCHANGE", exchange.clone())]);
+        }
+        if let Some(endpoint) = &setup.sns {
+            env.extend([
+                ("SNS_ENDPOINT_URL", endpoint.clone()),
+                ("SNS_SUBSCRIBE_URL", format!("http://{http}/sns")),
+                ("AWS_REGION", "us-east-1".into()),
+                ("AWS_ACCESS_KEY_ID", "test".into()),
+                ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ]);
+        }
+        let notifier = Proc::start("app-notifier", &env).await;
+        let notifier_url = format!("http://{}", notifier.addr("grpc"));
+
+        let mut env = otel("app-event");
+        env.extend([
+            ("GRPC_ADDR", any()),
+            ("ADMIN_ADDR", any()),
+            ("STORAGE_URL", storage_url.clone()),
+            ("NOTIFIER_URL", notifier_url.clone()),
+        ]);
+        let event = Proc::start("app-event", &env).await;
+
+        let mut env = otel("app-gateway");
+        env.extend([
+            ("HTTP_ADDR", http.clone()),
+            ("EVENT_URL", format!("http://{}", event.addr("grpc"))),
+            ("STORAGE_URL", storage_url),
+            ("NOTIFIER_URL", notifier_url),
+            ("WEBHOOK_SECRET", super::SECRET.to_owned()),
+        ]);
+        let gateway = Proc::start("app-gateway", &env).await;
+        let procs = Self { storage, notifier, event, gateway, base: format!("http://{http}") };
+        procs.ready().await;
+        procs
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            let ready =
+                client.get(format!("{}/ready", self.base)).send().await.is_ok_and(|r| r.status() == 200);
+            let notifier = client
+                .get(format!("http://{}/ready", self.notifier.addr("admin")))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready && notifier {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the process stack did not become ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn admin(&self, proc: &Proc, path: &str) -> String {
+        format!("http://{}{path}", proc.addr("admin"))
+    }
+
+    /// SIGTERM to each, gateway first; all must exit 0.
+    pub async fn terminate(self) {
+        for proc in [self.gateway, self.event, self.notifier, self.storage] {
+            let name = proc.name;
+            let status = proc.terminate().await;
+            assert!(status.success(), "{name} exited with {status}");
+        }
+    }
+}
+
+/// Prometheus text, checked line by line against the exposition format:
+/// every sample belongs to a family with HELP and TYPE, names and labels
+/// are well formed, values are numbers. Returns the samples.
+pub fn parse_prometheus(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let mut typed: HashMap<String, String> = HashMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name, what) =
+                (parts.next().unwrap(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            assert!(valid_name(name), "bad family name in {line:?}");
+            if kind == "TYPE" {
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&what),
+                    "bad TYPE in {line:?}"
+                );
+                typed.insert(name.to_owned(), what.to_owned());
+            } else {
+                assert_eq!(kind, "HELP", "unknown comment {line:?}");
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value {v:?} is not a number in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                (name, parse_labels(body, line))
+            }
+            None => (series, HashMap::new()),
+        };
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|t| t == "histogram")))
+            .unwrap_or(name);
+        assert!(typed.contains_key(family), "sample {name} has no TYPE line");
+        samples.push((name.to_owned(), labels, value));
+    }
+    samples
+}
+
+fn parse_labels(body: &str, line: &str) -> HashMap<String, String> {
+    let mut labels = HashMap::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad label in {line:?}"));
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c @ ('\\' | '"'))) => value.push(c),
+                    other => panic!("bad escape {other:?} in {line:?}"),
+                },
+                Some((i, '"')) => break i,
+                Some((_, c)) => value.push(c),
+                None => panic!("unterminated label value in {line:?}"),
+            }
+        };
+        assert!(
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad label name {key:?}"
+        );
+        labels.insert(key.to_owned(), value);
+        rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
+    }
+    labels
+}
+
+/// The sum of the samples named `name` whose labels include `labels` (0
+/// when there is none).
+pub fn sample(
+    samples: &[(String, HashMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).is_some_and(|x| x == v)))
+        .map(|(_, _, v)| v)
+        .sum()
+}
