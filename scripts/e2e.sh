@@ -70,6 +70,7 @@ check "hello answers with SNS disabled" bash -c "curl -sf http://127.0.0.1:28080
 check "admin /metrics serves Prometheus text" bash -c "curl -sf http://127.0.0.1:29003/metrics | grep -q '^storage_commit_batch_size_count'"
 check "gateway /metrics counts the webhooks" bash -c "curl -sf http://127.0.0.1:28080/metrics | grep -q 'webhook_requests_total{status=\"duplicate\"} 1'"
 check "logs are JSON lines" bash -c "head -n1 '$work/gateway.log' | grep -q '^{\"timestamp\"'"
+check "a request's log line carries its trace id" bash -c "grep '\"delivery stored\"' '$work/event.log' | grep '\"trace_id\":\"[0-9a-f]\{32\}\"' | grep -q '\"span_id\":\"[0-9a-f]\{16\}\"'"
 for b in app-gateway app-event app-storage app-notifier; do
   check "$b --help documents every flag with its env var" bash -c "'$bin/$b' --help | grep -q '\[env: '"
 done

@@ -165,11 +165,6 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
         let mut line = serde_json::Map::with_capacity(12);
-        line.insert(
-            "timestamp".into(),
-            humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string().into(),
-        );
-        line.insert("level".into(), event.metadata().level().as_str().into());
         line.insert("target".into(), event.metadata().target().into());
         event.record(&mut JsonFields(&mut line));
         line.insert("service".into(), self.service.as_str().into());
@@ -189,8 +184,15 @@ where
                 }
             }
         }
-        let mut text = serde_json::Value::Object(line).to_string();
-        text.push('\n');
+        // Time and level first (neither needs escaping), then the rest; the
+        // map always holds `target` and `service`, so it is never empty.
+        let rest = serde_json::Value::Object(line).to_string();
+        let text = format!(
+            "{{\"timestamp\":\"{}\",\"level\":\"{}\",{}\n",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now()),
+            event.metadata().level(),
+            rest.strip_prefix('{').unwrap_or(&rest),
+        );
         // A closed stdout is not worth crashing over.
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
