@@ -21,10 +21,13 @@ async fn hello_goes_through_sns_and_comes_back_with_its_trace() {
         .await;
     let client = reqwest::Client::new();
 
-    // The notifier creates the topics and subscribes this gateway at start;
-    // until SNS answered, hello is a 503.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let hello = loop {
+    // The notifier creates the topics and subscribes this gateway at start:
+    // until SNS answered, hello is a 503, and until the gateway confirmed its
+    // subscription, SNS has nobody to deliver to. So say hello until one
+    // comes back to POST /sns, then check that one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'hello: loop {
+        assert!(Instant::now() < deadline, "no hello came back through SNS in 30 s");
         let r = client
             .get(stack.url("/"))
             .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
@@ -32,37 +35,39 @@ async fn hello_goes_through_sns_and_comes_back_with_its_trace() {
             .await
             .unwrap();
         let status = r.status().as_u16();
-        let body: Value = r.json().await.unwrap();
-        if status == 200 {
-            break body;
+        let hello: Value = r.json().await.unwrap();
+        if status != 200 {
+            assert_eq!((status, hello["error"]["code"].as_str()), (503, Some("sns_unavailable")), "{hello}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         }
-        assert_eq!((status, body["error"]["code"].as_str()), (503, Some("sns_unavailable")), "{body}");
-        assert!(Instant::now() < deadline, "SNS not ready in 20 s: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(hello["message"], "Hello World!");
-    assert_eq!(hello["sns"]["topic"], "hello-world-topic");
-    assert_eq!(hello["sns"]["status"], "published");
-    assert_eq!(hello["trace_id"], TRACE);
-    assert!(hello["sns"]["duration"].as_f64().unwrap() > 0.0);
-    let message_id = hello["sns"]["message_id"].as_str().unwrap().to_owned();
-    assert!(!message_id.is_empty());
+        assert_eq!(hello["message"], "Hello World!");
+        assert_eq!(hello["sns"]["topic"], "hello-world-topic");
+        assert_eq!(hello["sns"]["status"], "published");
+        assert_eq!(hello["trace_id"], TRACE);
+        assert!(hello["sns"]["duration"].as_f64().unwrap() > 0.0);
+        let message_id = hello["sns"]["message_id"].as_str().unwrap().to_owned();
+        assert!(!message_id.is_empty());
 
-    // SNS delivers it to POST /sns (which needed the confirmation first); the
-    // event service records it with the trace id of the GET.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let list = get(&client, stack.url("/api/sns/notifications")).await.body;
-        let ours =
-            list["notifications"].as_array().unwrap().iter().find(|n| n["message_id"] == message_id.as_str());
-        if let Some(n) = ours {
-            assert_eq!(n["message"], "Hello World!");
-            assert_eq!(n["trace_id"], TRACE);
-            assert!(n["topic_arn"].as_str().unwrap().ends_with(":hello-world-topic"));
-            break;
+        // SNS delivers it to POST /sns; the event service records it with
+        // the trace id of the GET.
+        let wait = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < wait {
+            let list = get(&client, stack.url("/api/sns/notifications")).await.body;
+            let ours = list["notifications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["message_id"] == message_id.as_str())
+                .cloned();
+            if let Some(n) = ours {
+                assert_eq!(n["message"], "Hello World!");
+                assert_eq!(n["trace_id"], TRACE);
+                assert!(n["topic_arn"].as_str().unwrap().ends_with(":hello-world-topic"));
+                break 'hello;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(Instant::now() < deadline, "notification {message_id} not delivered in 15 s: {list}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let metrics =
         reqwest::get(format!("{}/metrics", stack.notifier_admin)).await.unwrap().text().await.unwrap();
