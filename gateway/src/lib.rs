@@ -261,12 +261,6 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// The webhook contract, checked cheapest first: media type, version and
 /// signature header before the body is read; size while reading; the HMAC
 /// over the raw bytes; then the event service parses and stores.
-/// An outgoing gRPC request with its deadline (the client layer adds the
-/// trace context).
-fn outgoing<T>(message: T, deadline: Duration) -> tonic::Request<T> {
-    grpc::with_deadline(message, deadline)
-}
-
 /// Reads a body of at most `limit` bytes: 413 when larger (by its declared
 /// length before reading anything, or while reading).
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, AppError> {
@@ -324,7 +318,7 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
     let accepted = state
         .event
         .clone()
-        .ingest_webhook(outgoing(request, state.timeout))
+        .ingest_webhook(grpc::with_deadline(request, state.timeout))
         .await
         .map_err(|s| AppError::from_grpc("the event service", &s))?
         .into_inner();
@@ -367,7 +361,7 @@ async fn list_tickets(
         .0
         .storage
         .clone()
-        .list_tickets(outgoing(request, state.0.timeout))
+        .list_tickets(grpc::with_deadline(request, state.0.timeout))
         .await
         .map_err(|s| match s.code() {
             tonic::Code::InvalidArgument => AppError::bad_request("invalid_query", s.message()),
@@ -388,7 +382,7 @@ async fn get_ticket(
         .0
         .storage
         .clone()
-        .get_ticket(outgoing(GetTicketRequest { number }, state.0.timeout))
+        .get_ticket(grpc::with_deadline(GetTicketRequest { number }, state.0.timeout))
         .await
         .map_err(|s| AppError::from_grpc("the storage service", &s))?
         .into_inner();
@@ -400,7 +394,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
         .0
         .storage
         .clone()
-        .get_stats(outgoing(GetStatsRequest {}, state.0.timeout))
+        .get_stats(grpc::with_deadline(GetStatsRequest {}, state.0.timeout))
         .await
         .map_err(|s| AppError::from_grpc("the storage service", &s))?
         .into_inner();
@@ -455,15 +449,7 @@ fn process_span(
     message_id: &str,
     headers: &std::collections::HashMap<String, String>,
 ) -> tracing::Span {
-    let span = tracing::info_span!(
-        "messaging.process",
-        otel.name = %format_args!("process {destination}"),
-        otel.kind = "consumer",
-        messaging.system = system,
-        messaging.operation.type = "process",
-        messaging.destination.name = %destination,
-        messaging.message.id = %message_id,
-    );
+    let span = telemetry::messaging_span(telemetry::Messaging::Process, system, destination, message_id);
     telemetry::set_parent(&span, telemetry::extract_map(headers));
     span
 }
@@ -472,14 +458,14 @@ fn process_span(
 /// SNS `hello-world-topic`; the trace continues into the SNS message.
 async fn hello(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let hello =
-        state.0.event.clone().hello(outgoing(HelloRequest {}, state.0.timeout)).await.map_err(|s| match s
-            .code()
-        {
-            tonic::Code::Unavailable => {
-                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "sns_unavailable", s.message().to_owned())
-            }
-            _ => AppError::from_grpc("the event service", &s),
-        })?;
+        state.0.event.clone().hello(grpc::with_deadline(HelloRequest {}, state.0.timeout)).await.map_err(
+            |s| match s.code() {
+                tonic::Code::Unavailable => {
+                    AppError::new(StatusCode::SERVICE_UNAVAILABLE, "sns_unavailable", s.message().to_owned())
+                }
+                _ => AppError::from_grpc("the event service", &s),
+            },
+        )?;
     let hello = hello.into_inner();
     let duration = hello.duration.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
     Ok(Json(json!({
@@ -551,7 +537,7 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
                 .0
                 .notifier
                 .clone()
-                .confirm_sns_subscription(outgoing(request, state.0.timeout))
+                .confirm_sns_subscription(grpc::with_deadline(request, state.0.timeout))
                 .await
                 .map_err(|s| AppError::from_grpc("the notifier service", &s))?;
             Ok(Json(json!({"status": "confirmed"})))
@@ -574,7 +560,7 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
                 .0
                 .event
                 .clone()
-                .record_sns_notification(outgoing(request, state.0.timeout))
+                .record_sns_notification(grpc::with_deadline(request, state.0.timeout))
                 .instrument(span)
                 .await
                 .map_err(|s| AppError::from_grpc("the event service", &s))?;
@@ -591,7 +577,7 @@ async fn sns_notifications(State(state): State<AppState>) -> Result<Json<Value>,
         .0
         .event
         .clone()
-        .list_sns_notifications(outgoing(ListSnsNotificationsRequest {}, state.0.timeout))
+        .list_sns_notifications(grpc::with_deadline(ListSnsNotificationsRequest {}, state.0.timeout))
         .await
         .map_err(|s| AppError::from_grpc("the event service", &s))?
         .into_inner();

@@ -234,20 +234,6 @@ async fn the_embedded_bus_drains_the_outbox_without_a_broker() {
     backend.drop_database().await;
 }
 
-/// Reads `/events` until a ticket event with `id` comes (or `within` passes).
-async fn sse_until(response: &mut reqwest::Response, id: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    let mut seen = String::new();
-    while !(seen.contains(&format!("id: {id}")) && seen.contains("event: ticket_created")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, response.chunk()).await {
-            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-            _ => panic!("no event {id} within {within:?}; got {seen:?}"),
-        }
-    }
-    seen
-}
-
 async fn gauge(url: String, name: &str) -> f64 {
     let text = reqwest::get(url).await.unwrap().text().await.unwrap();
     text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok()).unwrap_or(-1.0)

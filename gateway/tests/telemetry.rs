@@ -20,21 +20,6 @@ fn find<'a>(spans: &'a [Span], service: &str, name: &str) -> &'a Span {
         .unwrap_or_else(|| panic!("no {service} span {name:?}"))
 }
 
-/// Reads the SSE stream until an event with `id` arrives.
-async fn sse_until(response: &mut reqwest::Response, id: &str) {
-    let mut seen = String::new();
-    let wait = async {
-        while let Some(chunk) = response.chunk().await.unwrap() {
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains(&format!("id: {id}")) {
-                return;
-            }
-        }
-        panic!("the stream ended before {id}");
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the SSE event arrives within 10 s");
-}
-
 async fn wait_metric(
     url: &str,
     name: &str,
@@ -72,12 +57,12 @@ async fn one_webhook_is_one_trace_from_the_gateway_to_the_sse_consumer() {
     wait_metric(&stack.admin(&stack.notifier, "/metrics"), "notifier_subscribers", &[], 1.0).await;
 
     let body = common::delivery("ticket_created", "TEL-1", "Standard", "42.00", "");
-    let answer = signed(&client, &stack, &body).await;
+    let answer = common::post_signed(&client, &stack, &body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let trace_id = answer.body["trace_id"].as_str().unwrap().to_owned();
     let delivery_id = answer.body["delivery_id"].as_str().unwrap().to_owned();
     assert_eq!(trace_id.len(), 32);
-    sse_until(&mut events, &delivery_id).await;
+    common::sse_until(&mut events, &delivery_id, Duration::from_secs(10)).await;
 
     let wanted: [Wanted<'_>; 9] = [
         ("gateway server span", &|s| s.service == "app-gateway" && s.name == "POST /webhook"),
@@ -155,7 +140,7 @@ async fn one_webhook_is_one_trace_from_the_gateway_to_the_sse_consumer() {
 
     // A payload that fails to parse marks the parse span failed.
     let bad = br#"{"event": "ticket_created", "details": {}}"#;
-    let answer = signed(&client, &stack, std::str::from_utf8(bad).unwrap()).await;
+    let answer = common::post_signed(&client, &stack, std::str::from_utf8(bad).unwrap()).await;
     assert_eq!(answer.status, 400);
     let bad_trace = answer.body["error"]["trace_id"].as_str().unwrap().to_owned();
     let wanted: [Wanted<'_>; 1] = [("parse span", &|s| s.name == "petzi.parse")];
@@ -258,7 +243,7 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
     let mut first_trace = String::new();
     for n in 0..5 {
         let body = common::delivery("ticket_created", &format!("MET-{n}"), "VIP", "10.00", "");
-        let answer = signed(&client, &stack, &body).await;
+        let answer = common::post_signed(&client, &stack, &body).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         sizes += body.len() as f64;
         if n == 0 {
@@ -266,10 +251,10 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
         }
     }
     let replay = common::delivery("ticket_created", "MET-0", "VIP", "10.00", "");
-    assert_eq!(signed(&client, &stack, &replay).await.body["duplicate"], true);
+    assert_eq!(common::post_signed(&client, &stack, &replay).await.body["duplicate"], true);
     sizes += replay.len() as f64;
     for _ in 0..2 {
-        let forged = post(
+        let forged = common::post(
             &client,
             &stack,
             replay.clone().into_bytes(),
@@ -279,7 +264,7 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
         assert_eq!(forged.status, 401);
     }
     let unparsable = br#"{"event": "ticket_created"}"#;
-    let answer = post(
+    let answer = common::post(
         &client,
         &stack,
         unparsable.to_vec(),
@@ -419,28 +404,4 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
     // The gateway logs nothing for a 200; its spans share the trace id all the same.
     assert!(gateway_lines.iter().all(|l| l["trace_id"] == first_trace.as_str()));
     backend.drop_database().await;
-}
-
-async fn post(
-    client: &reqwest::Client,
-    stack: &Procs,
-    body: Vec<u8>,
-    headers: &[(&str, &str)],
-) -> common::Answer {
-    let mut request = client.post(stack.url("/webhook")).body(body);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    common::send(request).await
-}
-
-async fn signed(client: &reqwest::Client, stack: &Procs, body: &str) -> common::Answer {
-    let signature = common::sign(body.as_bytes());
-    post(
-        client,
-        stack,
-        body.as_bytes().to_vec(),
-        &[("content-type", "application/json"), ("petzi-signature", &signature)],
-    )
-    .await
 }

@@ -297,8 +297,32 @@ pub struct Answer {
     pub headers: reqwest::header::HeaderMap,
 }
 
+/// Something with a gateway to send to: the in-process [`Stack`] or the
+/// binaries of [`procs::Procs`].
+pub trait Gateway {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Gateway for Stack {
+    fn url(&self, path: &str) -> String {
+        Stack::url(self, path)
+    }
+}
+
+impl<T: Gateway> Gateway for std::sync::Arc<T> {
+    fn url(&self, path: &str) -> String {
+        T::url(self, path)
+    }
+}
+
+impl Gateway for procs::Procs {
+    fn url(&self, path: &str) -> String {
+        procs::Procs::url(self, path)
+    }
+}
+
 /// POSTs a signed delivery.
-pub async fn post_signed(client: &reqwest::Client, stack: &Stack, body: &str) -> Answer {
+pub async fn post_signed(client: &reqwest::Client, stack: &impl Gateway, body: &str) -> Answer {
     post(
         client,
         stack,
@@ -310,7 +334,7 @@ pub async fn post_signed(client: &reqwest::Client, stack: &Stack, body: &str) ->
 
 pub async fn post(
     client: &reqwest::Client,
-    stack: &Stack,
+    stack: &impl Gateway,
     body: Vec<u8>,
     headers: &[(&str, &str)],
 ) -> Answer {
@@ -333,6 +357,20 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Answer { status, body, headers }
+}
+
+/// Reads `/events` until a ticket event with `id` comes (or `within` passes).
+pub async fn sse_until(response: &mut reqwest::Response, id: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut seen = String::new();
+    while !(seen.contains(&format!("id: {id}")) && seen.contains("event: ticket_created")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => panic!("no event {id} within {within:?}; got {seen:?}"),
+        }
+    }
+    seen
 }
 
 /// A TCP proxy on loopback that a test can cut (every connection dropped,

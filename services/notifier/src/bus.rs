@@ -86,6 +86,14 @@ impl Bus {
         }
     }
 
+    /// The `messaging.system` of the OTel conventions.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Self::Amqp(_) => "rabbitmq",
+            Self::Local(_) => "in_process",
+        }
+    }
+
     /// Whether publishing can work now; for AMQP this (re)connects.
     pub async fn check(&self) -> bool {
         match self {

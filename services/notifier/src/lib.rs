@@ -22,7 +22,7 @@ use ticketmesh_runtime::{
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use crate::{
     bus::{Amqp, Bus, Message},
@@ -76,25 +76,12 @@ pub struct Notifier {
     exchange: String,
 }
 
-/// A producer span by the OTel messaging conventions. The message carries
-/// this span's trace context, so its consumers continue the trace.
-fn publish_span(
-    system: &'static str,
-    destination: &str,
-    message_id: &str,
-    routing_key: &str,
-) -> tracing::Span {
-    tracing::info_span!(
-        "messaging.publish",
-        otel.name = %format_args!("publish {destination}"),
-        otel.kind = "producer",
-        messaging.system = system,
-        messaging.operation.type = "send",
-        messaging.destination.name = %destination,
-        messaging.message.id = %message_id,
-        messaging.rabbitmq.destination.routing_key = %routing_key,
-        messaging.message.body.size = Empty,
-    )
+/// A producer span for one message, its body size recorded. The message
+/// carries this span's trace context, so its consumers continue the trace.
+fn publish_span(system: &'static str, destination: &str, message_id: &str, body: &[u8]) -> tracing::Span {
+    let span = telemetry::messaging_span(telemetry::Messaging::Publish, system, destination, message_id);
+    span.record("messaging.message.body.size", body.len() as i64);
+    span
 }
 
 fn bounded_key(routing_key: &str) -> &str {
@@ -117,9 +104,12 @@ impl NotifierService for Notifier {
         for destination in destinations {
             match Destination::try_from(destination) {
                 Ok(Destination::Amqp) => {
-                    let system = if matches!(*self.bus, Bus::Amqp(_)) { "rabbitmq" } else { "in_process" };
-                    let span = publish_span(system, &self.exchange, &r.message_id, &r.routing_key);
-                    span.record("messaging.message.body.size", r.payload.len() as i64);
+                    let span = publish_span(self.bus.system(), &self.exchange, &r.message_id, &r.payload);
+                    telemetry::set_attribute(
+                        &span,
+                        "messaging.rabbitmq.destination.routing_key",
+                        r.routing_key.clone(),
+                    );
                     let mut headers = r.headers.clone();
                     span.in_scope(|| telemetry::inject_map(&mut headers));
                     let message = Message {
@@ -153,8 +143,7 @@ impl NotifierService for Notifier {
                     };
                     let text = std::str::from_utf8(&r.payload)
                         .map_err(|_| Status::invalid_argument("SNS messages must be UTF-8 text"))?;
-                    let span = publish_span("aws_sns", &r.sns_topic, &r.message_id, &r.routing_key);
-                    span.record("messaging.message.body.size", r.payload.len() as i64);
+                    let span = publish_span("aws_sns", &r.sns_topic, &r.message_id, &r.payload);
                     let mut attributes = r.headers.clone();
                     span.in_scope(|| telemetry::inject_map(&mut attributes));
                     attributes.insert("message_id".into(), r.message_id.clone());

@@ -21,7 +21,7 @@ use std::{
 use opentelemetry::{
     Context, KeyValue,
     propagation::{Extractor, Injector, TextMapPropagator},
-    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _},
+    trace::{SpanContext, TraceContextExt, TraceFlags, TraceState, TracerProvider as _},
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::{Event, Subscriber, field::Field, level_filters::LevelFilter};
@@ -243,23 +243,51 @@ pub fn trace_id() -> String {
 /// everything that span calls, is neither recorded nor exported (with the
 /// default parent-based sampler). For background loops.
 pub fn unsampled() -> Context {
-    let trace_id = TraceId::from_bytes(rand_bytes());
-    let span_id = SpanId::from_bytes(rand_bytes());
-    let ids = SpanContext::new(trace_id, span_id, TraceFlags::NOT_SAMPLED, true, TraceState::NONE);
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ids = RandomIdGenerator::default();
+    let ids = SpanContext::new(
+        ids.new_trace_id(),
+        ids.new_span_id(),
+        TraceFlags::NOT_SAMPLED,
+        true,
+        TraceState::NONE,
+    );
     Context::new().with_remote_span_context(ids)
 }
 
-fn rand_bytes<const N: usize>() -> [u8; N] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = [0u8; N];
-    for chunk in out.chunks_mut(8) {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
-        let bytes = hasher.finish().to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
-    }
-    out[0] |= 1; // never all zero (invalid)
-    out
+/// What a messaging span does with its message.
+#[derive(Clone, Copy, Debug)]
+pub enum Messaging {
+    /// A producer span; the message carries its context.
+    Publish,
+    /// A consumer span, a child of the span that published the message.
+    Process,
+}
+
+/// A span by the OTel messaging conventions: `publish <destination>` or
+/// `process <destination>`, with `messaging.system` (`rabbitmq`, `aws_sns`…),
+/// the destination and the message id. `messaging.message.body.size` is
+/// left to record.
+pub fn messaging_span(
+    operation: Messaging,
+    system: &'static str,
+    destination: &str,
+    message_id: &str,
+) -> tracing::Span {
+    let (verb, kind, operation_type) = match operation {
+        Messaging::Publish => ("publish", "producer", "send"),
+        Messaging::Process => ("process", "consumer", "process"),
+    };
+    tracing::info_span!(
+        "messaging",
+        otel.name = %format_args!("{verb} {destination}"),
+        otel.kind = kind,
+        messaging.system = system,
+        messaging.operation.type = operation_type,
+        messaging.destination.name = %destination,
+        messaging.message.id = %message_id,
+        messaging.message.body.size = tracing::field::Empty,
+    )
 }
 
 /// Writes the current span's context (`traceparent`, `tracestate`) into a
@@ -310,6 +338,11 @@ pub fn set_parent(span: &tracing::Span, parent: Context) {
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
+}
+
+/// Sets an attribute that not every span of its kind has.
+pub fn set_attribute(span: &tracing::Span, key: &'static str, value: String) {
+    span.set_attribute(key, value);
 }
 
 /// Marks `span` as failed with `description` (OTel status ERROR).

@@ -82,6 +82,23 @@ pub struct Database {
     backend: Backend,
 }
 
+/// A client span by the OTel database conventions, made only when the call
+/// serves a traced request. `db.operation.batch.size` is left to record.
+pub fn span(system: &'static str, operation: &'static str, collection: &'static str) -> tracing::Span {
+    if !telemetry::in_trace() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "db",
+        otel.name = %format_args!("{operation} {collection}"),
+        otel.kind = "client",
+        db.system.name = system,
+        db.operation.name = operation,
+        db.collection.name = collection,
+        db.operation.batch.size = tracing::field::Empty,
+    )
+}
+
 impl Database {
     /// Prepares a pool without connecting: the service starts even while the
     /// database is down, and connects when it answers.
@@ -131,18 +148,7 @@ impl Database {
         collection: &'static str,
         statement: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let span = if telemetry::in_trace() {
-            tracing::info_span!(
-                "db",
-                otel.name = %format_args!("{operation} {collection}"),
-                otel.kind = "client",
-                db.system.name = self.system_name(),
-                db.operation.name = operation,
-                db.collection.name = collection,
-            )
-        } else {
-            tracing::Span::none()
-        };
+        let span = span(self.system_name(), operation, collection);
         let started = Instant::now();
         let result = statement.instrument(span.clone()).await;
         let status = if result.is_ok() { "ok" } else { "error" };

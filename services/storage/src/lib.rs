@@ -136,10 +136,7 @@ impl StorageService for Storage {
         let delivery_id = event.delivery_id.clone();
         let new = self
             .writer
-            .save(
-                NewEvent { event, payload: request.payload, traceparent: request.traceparent },
-                self.db.system_name(),
-            )
+            .save(NewEvent { event, payload: request.payload, traceparent: request.traceparent })
             .await
             .map_err(status)?;
         Ok(Response::new(SaveEventResponse { delivery_id, duplicate: !new }))

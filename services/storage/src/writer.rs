@@ -8,7 +8,7 @@ use std::{sync::LazyLock, time::Duration};
 use prometheus::{Histogram, IntCounterVec};
 use ticketmesh_runtime::{metrics, telemetry};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use crate::{
     cache::Cache,
@@ -38,33 +38,24 @@ type Reply = oneshot::Sender<(Result<bool, StoreError>, usize)>;
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<(NewEvent, Reply)>,
+    /// The database's `db.system.name`, for the spans.
+    system: &'static str,
 }
 
 impl Writer {
     /// Starts the writer task. It ends when every handle is dropped.
     pub fn start(db: Database, cache: Option<Cache>, max_batch: usize, timeout: Duration) -> Self {
         let (queue, rx) = mpsc::channel(max_batch.max(1) * 4);
+        let system = db.system_name();
         tokio::spawn(run(db, cache, rx, max_batch.max(1), timeout));
-        Self { queue }
+        Self { queue, system }
     }
 
     /// Stores one event; Ok(true) when it was new, Ok(false) for a duplicate.
     /// Returns only after the transaction holding it has committed.
     /// In a traced call, a span covers the wait for that commit.
-    pub async fn save(&self, event: NewEvent, system: &'static str) -> Result<bool, StoreError> {
-        let span = if telemetry::in_trace() {
-            tracing::info_span!(
-                "db",
-                otel.name = "INSERT events",
-                otel.kind = "client",
-                db.system.name = system,
-                db.operation.name = "INSERT",
-                db.collection.name = "events",
-                db.operation.batch.size = Empty,
-            )
-        } else {
-            tracing::Span::none()
-        };
+    pub async fn save(&self, event: NewEvent) -> Result<bool, StoreError> {
+        let span = crate::db::span(self.system, "INSERT", "events");
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the writer has stopped".into());
         let (saved, batch) = async {
