@@ -148,6 +148,19 @@ async fn one_webhook_is_one_trace_from_the_gateway_to_the_sse_consumer() {
     assert_eq!(find(&spans, "app-event", "petzi.parse").status, ERROR);
     assert_eq!(find(&spans, "app-gateway", "POST /webhook").attr("http.response.status_code"), 400);
 
+    // Background work traced nothing: the relay polls the outbox every
+    // second, the event service checks storage's health, storage pings its
+    // database; none of it may show up as spans.
+    let background: Vec<String> = collector
+        .all()
+        .iter()
+        .filter(|s| {
+            s.name.ends_with("/FetchOutbox") || s.name.starts_with("grpc.health") || s.name == "SELECT 1"
+        })
+        .map(|s| format!("{}: {}", s.service, s.name))
+        .collect();
+    assert!(background.is_empty(), "background work exported spans: {background:?}");
+
     drop(events);
     stack.terminate().await;
     backend.drop_database().await;

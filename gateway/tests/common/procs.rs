@@ -119,6 +119,11 @@ impl Collector {
         (collector, format!("http://{addr}"))
     }
 
+    /// Every span received so far.
+    pub fn all(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+
     pub fn trace(&self, trace_id: &str) -> Vec<Span> {
         self.spans.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect()
     }
