@@ -47,7 +47,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "app-gateway", version, about = "ticketmesh HTTP gateway")]
+#[command(name = "app-gateway", version, about = "ticketmesh HTTP gateway", after_help = ticketmesh_runtime::environment_help!())]
 pub struct Args {
     /// Address of the HTTP server.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]

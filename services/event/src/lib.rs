@@ -33,7 +33,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub const ERROR_DOMAIN: &str = "ticketmesh.v1.EventService";
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "app-event", version, about = "ticketmesh event service (gRPC)")]
+#[command(name = "app-event", version, about = "ticketmesh event service (gRPC)", after_help = ticketmesh_runtime::environment_help!())]
 pub struct Args {
     /// Address of the gRPC server.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]

@@ -32,7 +32,19 @@ use crate::{
 pub const SERVICE: &str = "ticketmesh.v1.NotifierService";
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "app-notifier", version, about = "ticketmesh notifier service (gRPC)")]
+#[command(
+    name = "app-notifier",
+    version,
+    about = "ticketmesh notifier service (gRPC)",
+    after_help = concat!(
+        ticketmesh_runtime::environment_help!(),
+        "
+  AWS_REGION                     SNS region (also AWS_DEFAULT_REGION; default us-east-1)
+  AWS_DEFAULT_REGION
+  AWS_ACCESS_KEY_ID              SNS credentials, with AWS_SECRET_ACCESS_KEY (default: LocalStack's demo \"test\")
+  AWS_SECRET_ACCESS_KEY"
+    )
+)]
 pub struct Args {
     /// Address of the gRPC server.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]

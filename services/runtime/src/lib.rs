@@ -14,6 +14,23 @@ pub mod telemetry;
 
 pub use admin::Readiness;
 
+/// The variables every binary reads besides its flags' own, as `--help` lists
+/// them (a macro, so a binary can `concat!` its own lines after it).
+#[macro_export]
+macro_rules! environment_help {
+    () => {
+        "Environment, besides each flag's variable:
+  RUST_LOG                       log filter (default info)
+  LOG_FORMAT                     json or pretty (default: pretty on a terminal, json otherwise)
+  OTEL_EXPORTER_OTLP_ENDPOINT    OTLP/gRPC endpoint for traces; unset means no export
+  OTEL_SERVICE_NAME              service.name of traces (default: the binary's name)
+  OTEL_TRACES_SAMPLER            sampler, and OTEL_TRACES_SAMPLER_ARG its argument (OpenTelemetry SDK)
+  OTEL_TRACES_SAMPLER_ARG
+  DEPLOYMENT_ENVIRONMENT         deployment.environment of traces and errors (default local)
+  SENTRY_DSN                     report errors and panics to Sentry; unset means off"
+    };
+}
+
 /// Parses a duration flag such as `5s`, `250ms` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 5s or 250ms: {e}"))

@@ -36,7 +36,7 @@ static OUTBOX_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
 });
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "app-storage", version, about = "ticketmesh storage service (gRPC)")]
+#[command(name = "app-storage", version, about = "ticketmesh storage service (gRPC)", after_help = ticketmesh_runtime::environment_help!())]
 pub struct Args {
     /// Address of the gRPC server.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50053")]
