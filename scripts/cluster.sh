@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The kind cluster under Linkerd, one step per subcommand (the Makefile's
+# kind-up runs them in order, so `make -n kind-up` prints the plan):
+#   check     docker, kind, kubectl and linkerd present, at the pinned versions
+#   create    the kind cluster `ticketmesh` (only if absent)
+#   build     docker build of each binary (ticketmesh/<binary>:dev)
+#   images    build, then `kind load` into the node
+#   gateway-api  Gateway API CRDs (standard channel)
+#   linkerd   Linkerd CRDs and control plane (proxy tracing on), then viz
+#   deploy    k8s/overlays/kind and mesh/, restarts what got a new image
+#   wait      rollouts, then `linkerd check --proxy`
+#   urls      where everything is, and what to run next
+#   down | status | logs [APP] | grpcurl list|health | dashboard
+# Every command names the context kind-ticketmesh: no other cluster is touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=/dev/null  # KEY=value lines: versions pinned for the install
+. mesh/versions.env
+CLUSTER=ticketmesh
+CONTEXT=kind-$CLUSTER
+NS=ticketmesh
+BINARIES=(app-gateway app-event app-notifier app-storage)
+TAG=${TAG:-dev}
+STATE=.tmp/kind
+mkdir -p "$STATE"
+
+k() { kubectl --context "$CONTEXT" "$@"; }
+l() { linkerd --context "$CONTEXT" "$@"; }
+step() { printf '\n== %s\n' "$*"; }
+
+# version_ge A B: A >= B, for dotted versions.
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
+
+check() {
+  step "checking docker, kind, kubectl, linkerd"
+  local problems=()
+  if ! command -v docker >/dev/null; then
+    problems+=("docker is not installed: https://docs.docker.com/get-docker/")
+  elif ! docker info >/dev/null 2>&1; then
+    problems+=("docker is installed but its daemon does not answer: start Docker Desktop (or the docker service)")
+  fi
+  if ! command -v kind >/dev/null; then
+    problems+=("kind is not installed (>= $KIND_MIN_VERSION): https://kind.sigs.k8s.io/docs/user/quick-start/#installation")
+  else
+    local v
+    v=$(kind version | grep -o 'v[0-9][0-9.]*' | head -n1 | tr -d v)
+    version_ge "$v" "$KIND_MIN_VERSION" ||
+      problems+=("kind $v is older than $KIND_MIN_VERSION, which the pinned node image needs: https://kind.sigs.k8s.io/docs/user/quick-start/#installation")
+  fi
+  if ! command -v kubectl >/dev/null; then
+    problems+=("kubectl is not installed (>= $KUBECTL_MIN_VERSION): https://kubernetes.io/docs/tasks/tools/")
+  else
+    local v
+    v=$(kubectl version --client -o json | grep -o '"gitVersion": *"v[0-9.]*' | grep -o '[0-9][0-9.]*')
+    version_ge "$v" "$KUBECTL_MIN_VERSION" ||
+      problems+=("kubectl $v is older than $KUBECTL_MIN_VERSION (the cluster runs 1.35): https://kubernetes.io/docs/tasks/tools/")
+  fi
+  if ! command -v linkerd >/dev/null; then
+    problems+=("linkerd is not installed: curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge | LINKERD2_VERSION=$LINKERD_VERSION sh  (https://linkerd.io/2/getting-started/)")
+  else
+    local v
+    v=$(linkerd version --client --short 2>/dev/null || true)
+    [ "$v" = "$LINKERD_VERSION" ] ||
+      problems+=("linkerd CLI is '$v', this project pins $LINKERD_VERSION (the CLI installs its own version): curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge | LINKERD2_VERSION=$LINKERD_VERSION sh")
+  fi
+  if [ ${#problems[@]} -gt 0 ]; then
+    printf '  missing: %s\n' "${problems[@]}" >&2
+    exit 1
+  fi
+  echo "  docker, kind, kubectl and linkerd $LINKERD_VERSION are ready"
+}
+
+create() {
+  step "kind cluster $CLUSTER"
+  if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    echo "  exists (kind-config.yaml changes need make kind-down first)"
+  else
+    kind create cluster --config kind-config.yaml --wait 120s
+  fi
+}
+
+build() {
+  step "images (${BINARIES[*]}, tag $TAG)"
+  : >"$STATE/changed"
+  local i=0
+  for bin in "${BINARIES[@]}"; do
+    i=$((i + 1))
+    echo "  [$i/${#BINARIES[@]}] docker build $bin (the first build compiles everything: several minutes)"
+    local before after
+    before=$(docker image inspect --format '{{.Id}}' "ticketmesh/$bin:$TAG" 2>/dev/null || true)
+    docker build --build-arg "BIN=$bin" -t "ticketmesh/$bin:$TAG" .
+    after=$(docker image inspect --format '{{.Id}}' "ticketmesh/$bin:$TAG")
+    [ "$before" = "$after" ] || echo "$bin" >>"$STATE/changed"
+  done
+}
+
+images() {
+  build
+  step "loading the images into the kind node"
+  for bin in "${BINARIES[@]}"; do kind load docker-image --name "$CLUSTER" "ticketmesh/$bin:$TAG" >/dev/null; done
+  echo "  loaded; rebuilt: $(tr '\n' ' ' <"$STATE/changed")"
+}
+
+gateway_api() {
+  step "Gateway API CRDs $GATEWAY_API_VERSION (standard channel)"
+  local have
+  have=$(k get crd grpcroutes.gateway.networking.k8s.io \
+    -o jsonpath='{.metadata.annotations.gateway\.networking\.k8s\.io/bundle-version}' 2>/dev/null || true)
+  if [ "$have" = "$GATEWAY_API_VERSION" ]; then
+    echo "  installed"
+  else
+    k apply --server-side -f \
+      "https://github.com/kubernetes-sigs/gateway-api/releases/download/$GATEWAY_API_VERSION/standard-install.yaml"
+  fi
+}
+
+install_linkerd() {
+  step "Linkerd $LINKERD_VERSION (CRDs, control plane with proxy tracing)"
+  if k get namespace linkerd >/dev/null 2>&1; then
+    echo "  installed"
+  else
+    l check --pre
+    l install --crds | k apply -f -
+    l install --values mesh/linkerd/control-plane.yaml | k apply -f -
+  fi
+  l check --wait 5m
+  step "Linkerd viz"
+  if k get namespace linkerd-viz >/dev/null 2>&1; then
+    echo "  installed"
+  else
+    l viz install | k apply -f -
+  fi
+  l viz check --wait 5m
+}
+
+deploy() {
+  step "ticketmesh (k8s/overlays/kind) and its mesh policy (mesh/)"
+  k apply -k k8s/overlays/kind
+  k apply -k mesh
+  # viz's Prometheus reads the proxies' metrics; default-deny would refuse it.
+  l viz allow-scrapes --namespace "$NS" | k apply -f -
+  if [ -s "$STATE/changed" ]; then
+    while read -r bin; do k -n "$NS" rollout restart "deployment/$bin"; done <"$STATE/changed"
+    : >"$STATE/changed"
+  fi
+}
+
+wait_ready() {
+  step "waiting for the rollout"
+  local workloads=(statefulset/infra-postgres deployment/infra-redis deployment/infra-rabbitmq
+    deployment/infra-localstack)
+  for bin in "${BINARIES[@]}"; do workloads+=("deployment/$bin"); done
+  for w in "${workloads[@]}"; do
+    printf '  %-32s ' "$w"
+    k -n "$NS" rollout status "$w" --timeout 300s >/dev/null && echo ready
+  done
+  l check --proxy --namespace "$NS"
+}
+
+urls() {
+  cat <<EOF
+
+ticketmesh runs under Linkerd on kind (context $CONTEXT).
+  gateway     http://localhost:30080   (curl http://localhost:30080/ ; make webhook URL=http://localhost:30080)
+  viz         make dashboard           (topology, golden metrics, mTLS per edge)
+  status      make status              (pods, linkerd viz stat, edges with their mTLS identities)
+  logs        make logs [APP=app-event]
+  gRPC        make grpcurl-list CLUSTER=kind ; make grpcurl-health CLUSTER=kind
+  remove      make kind-down
+EOF
+}
+
+down() {
+  step "deleting the kind cluster $CLUSTER"
+  kind delete cluster --name "$CLUSTER"
+}
+
+status() {
+  k -n "$NS" get pods -o wide
+  echo
+  l viz stat deploy -n "$NS"
+  echo
+  l viz edges deploy -n "$NS"
+  echo
+  l viz stat-outbound deploy/app-gateway -n "$NS"
+}
+
+logs() {
+  local app=${1:-}
+  if [ -n "$app" ]; then
+    k -n "$NS" logs "deployment/$app" -c "$app" --tail 100 -f
+  else
+    k -n "$NS" logs -l app.kubernetes.io/part-of=ticketmesh --prefix --tail 20 --max-log-requests 10
+  fi
+}
+
+# grpcurl through `kubectl port-forward` (which enters the pod on loopback, so
+# it is not subject to the mesh policy: reflection works from the host).
+grpcurl_cluster() {
+  local what=$1 grpcurl=${GRPCURL:-grpcurl}
+  for entry in app-event:ticketmesh.v1.EventService app-notifier:ticketmesh.v1.NotifierService \
+    app-storage:ticketmesh.v1.StorageService; do
+    local app=${entry%%:*} service=${entry#*:} port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    k -n "$NS" port-forward "deployment/$app" "$port:50051" >/dev/null 2>&1 &
+    local forward=$!
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    echo "== $app"
+    if [ "$what" = list ]; then
+      "$grpcurl" -plaintext "127.0.0.1:$port" list || true
+    else
+      "$grpcurl" -plaintext -d "{\"service\":\"$service\"}" "127.0.0.1:$port" grpc.health.v1.Health/Check || true
+    fi
+    kill "$forward" 2>/dev/null || true
+    wait "$forward" 2>/dev/null || true
+  done
+}
+
+case ${1:-} in
+  check) check ;;
+  build) build ;;
+  create) create ;;
+  images) images ;;
+  gateway-api) gateway_api ;;
+  linkerd) install_linkerd ;;
+  deploy) deploy ;;
+  wait) wait_ready ;;
+  urls) urls ;;
+  down) down ;;
+  status) status ;;
+  logs) logs "${2:-}" ;;
+  grpcurl) grpcurl_cluster "${2:?list or health}" ;;
+  dashboard) l viz dashboard ;;
+  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac
