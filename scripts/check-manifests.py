@@ -103,6 +103,18 @@ def crd_schema(api_version, kind, cache={}):
     return cache[path]
 
 
+def check_vendored_schemas(problems):
+    """mesh/schemas/ is a copy of Linkerd's CRD schemas; where the project's
+    shared reference copy sits beside the repository, the two must agree."""
+    reference = ROOT.parent / "shared" / "schemas" / "linkerd"
+    if not reference.is_dir():
+        return
+    for ours in sorted((ROOT / "mesh" / "schemas").glob("*.json")):
+        theirs = reference / ours.name
+        if not theirs.exists() or json.loads(theirs.read_text()) != json.loads(ours.read_text()):
+            problems.add("schema", f"mesh/schemas/{ours.name} differs from {theirs}")
+
+
 def check_schemas(objects, problems):
     for obj in objects:
         ident = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
@@ -691,6 +703,7 @@ def main():
     print(f"rendered {', '.join(f'{k} ({len(v)} objects)' for k, v in rendered.items())}")
 
     problems = run_checks(rendered, graph, versions, binaries, bindir, not args.skip_probes)
+    check_vendored_schemas(problems)
     for b in sorted(missing):
         problems.add("images", f"the Dockerfile does not build the workspace binary {b}")
     for p in problems:
