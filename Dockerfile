@@ -25,10 +25,10 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked \
-      --bin app-gateway --bin app-event --bin app-notifier --bin app-storage \
+      --bin app-gateway --bin app-event --bin app-notifier --bin app-storage --bin app-simulator \
  && mkdir /out \
- && cp target/release/app-gateway target/release/app-event \
-       target/release/app-notifier target/release/app-storage /out/
+ && cp target/release/app-gateway target/release/app-event target/release/app-notifier \
+       target/release/app-storage target/release/app-simulator /out/
 
 # Distroless: glibc, libgcc, CA certificates and nothing else (no shell, no
 # package manager); runs as uid 65532.

@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e manifests tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+.PHONY: help run test lint unit e2e manifests simulate tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
 	images images-multiarch kind-up kind-down dashboard logs status
 
 help: ## List the targets
@@ -62,6 +62,9 @@ release: ## Release build of every binary
 fmt: ## Format the code
 	cargo fmt --all
 
+simulate: ## Signed PETZI traffic against a running gateway: make simulate ARGS="--rate 50 --duration 30s" (app-simulator --help)
+	cargo run --quiet --release -p app-simulator -- $(or $(ARGS),--count 200 --replay-ratio 0.05)
+
 webhook: ## Send one signed example webhook to a running gateway (URL=http://localhost:30080 for the cluster)
 	@scripts/send-webhook.sh "$(or $(NUMBER),PETZI48213577)" "$(or $(URL),http://127.0.0.1:8080)"
 
@@ -80,12 +83,12 @@ else
 	  echo "== $$s"; $(TOOLS)/bin/grpcurl -plaintext -d "{\"service\":\"$${s#*:}\"}" 127.0.0.1:$${s%%:*} grpc.health.v1.Health/Check; done
 endif
 
-images: ## Build the four images for this machine's platform (ticketmesh/<binary>:dev)
+images: ## Build the five images for this machine's platform (ticketmesh/<binary>:dev)
 	scripts/cluster.sh build
 
 images-multiarch: ## Build and push amd64+arm64 images: make images-multiarch REGISTRY=ghcr.io/you
 	@test -n "$(REGISTRY)" || { echo "set REGISTRY, e.g. make images-multiarch REGISTRY=ghcr.io/you" >&2; exit 1; }
-	@for bin in app-gateway app-event app-notifier app-storage; do \
+	@for bin in app-gateway app-event app-notifier app-storage app-simulator; do \
 	  docker buildx build --platform linux/amd64,linux/arm64 --build-arg BIN=$$bin \
 	    -t $(REGISTRY)/$$bin:dev --push . || exit 1; done
 

@@ -503,6 +503,12 @@ def check_probes(k8s, bindir, problems, only=None):
         name = app_name(w)
         if only is not None and name != only:
             continue
+        if not c.get("ports"):
+            # A client that serves nothing (the simulator) has nothing to probe.
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if kind in c:
+                    problems.add("probes", f"{name} serves no port, yet has a {kind}")
+            continue
         binary = bindir / name
         if not binary.exists():
             problems.add("probes", f"{binary} is not built")
@@ -533,7 +539,7 @@ def check_probes(k8s, bindir, problems, only=None):
             for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
                 probe = c.get(kind)
                 if probe is None:
-                    problems.add("probes", f"{name} has no {kind}")
+                    problems.add("probes", f"{name} serves ports but has no {kind}")
                     continue
                 deadline = time.monotonic() + 20
                 why = probe_once(probe, ports)

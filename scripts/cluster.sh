@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 CLUSTER=ticketmesh
 CONTEXT=kind-$CLUSTER
 NS=ticketmesh
-BINARIES=(app-gateway app-event app-notifier app-storage)
+BINARIES=(app-gateway app-event app-notifier app-storage app-simulator)
 TAG=${TAG:-dev}
 STATE=.tmp/kind
 mkdir -p "$STATE"
