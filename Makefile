@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e manifests simulate tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+.PHONY: help run test lint unit e2e ui manifests simulate tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
 	images images-multiarch kind-up kind-down dashboard logs status
 
 help: ## List the targets
@@ -12,7 +12,7 @@ help: ## List the targets
 run: ## Build and start all four services locally (embedded SQLite unless DATABASE_URL/REDIS_URL are set)
 	@scripts/run.sh
 
-test: lint unit e2e manifests ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run, the cluster files
+test: lint unit e2e ui manifests ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run, the page in Chromium, the cluster files
 
 lint: ## cargo fmt --check, clippy (warnings are errors), shellcheck
 	cargo fmt --all -- --check
@@ -31,6 +31,14 @@ localstack-stop: ## Stop the LocalStack that `make localstack` started
 
 e2e: tools ## The built binaries as separate processes: webhook, grpcurl, SIGTERM
 	GRPCURL=$(TOOLS)/bin/grpcurl scripts/e2e.sh
+
+ui: gateway/tests/ui/node_modules ## The dashboard page (GET /ui) in headless Chromium against the binaries; screenshots in data/artifacts
+	cargo build --bins
+	cd gateway/tests/ui && node dashboard.test.mjs
+
+gateway/tests/ui/node_modules: gateway/tests/ui/package-lock.json
+	cd gateway/tests/ui && npm ci --silent --no-audit --no-fund
+	touch $@
 
 manifests: tools ## Offline checks of k8s/, mesh/, kind-config.yaml, Dockerfile: render, strict schemas, invariants
 	cargo build --bins  # the probe check starts each binary with its Deployment's environment

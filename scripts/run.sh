@@ -77,7 +77,8 @@ ticketmesh is up (database: ${DATABASE_URL:-sqlite:data/ticketmesh.db}, cache: $
   app-event      grpc 127.0.0.1:50051    admin http://127.0.0.1:9001/metrics
   app-notifier   grpc 127.0.0.1:50052    admin http://127.0.0.1:9002/metrics
   app-storage    grpc 127.0.0.1:50053    admin http://127.0.0.1:9003/metrics
-Send a signed webhook:  scripts/send-webhook.sh
+  dashboard      http://127.0.0.1:8080/ui
+Send a signed webhook:  scripts/send-webhook.sh   ·   traffic: make simulate ARGS="--rate 20 --duration 60s"
 Traces: ${OTEL_EXPORTER_OTLP_ENDPOINT:-not exported (set OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 to send them over OTLP)}
 Logs: $logs/  (following them below; Ctrl-C stops everything)
 

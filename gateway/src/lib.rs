@@ -18,7 +18,7 @@ use axum::{
     extract::{MatchedPath, Path, Query, Request, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
-    response::{IntoResponse, Response, sse},
+    response::{Html, IntoResponse, Response, sse},
     routing::{get, post},
 };
 use clap::Parser;
@@ -38,7 +38,7 @@ use ticketmesh_runtime::{
     metrics, telemetry,
 };
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
+use tokio_stream::{StreamExt, wrappers::WatchStream};
 use tracing::{Instrument, field::Empty};
 
 use crate::{
@@ -94,6 +94,9 @@ struct Inner {
     tolerance_secs: u64,
     max_body_bytes: usize,
     timeout: Duration,
+    /// Turns true when shutdown starts: ends the open `/events` streams, which
+    /// would otherwise hold graceful shutdown open for as long as a browser watches.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -117,7 +120,13 @@ impl AppState {
             tolerance_secs: args.signature_tolerance.as_secs(),
             max_body_bytes: args.max_body_bytes,
             timeout: args.grpc_timeout,
+            stopping: tokio::sync::watch::Sender::new(false),
         })))
+    }
+
+    /// Ends every open `/events` stream (their clients reconnect elsewhere or later).
+    pub fn close_streams(&self) {
+        self.0.stopping.send_replace(true);
     }
 }
 
@@ -172,6 +181,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/tickets/{number}", get(get_ticket))
         .route("/api/stats", get(stats))
         .route("/events", get(events))
+        .route("/ui", get(ui))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(admin::metrics_handler))
@@ -408,6 +418,11 @@ static SSE_CLIENTS: LazyLock<IntGauge> =
 /// the message id, `data:` the ticket as JSON; a heartbeat comment every 15 s.
 /// When the client leaves, the stream is dropped, which ends the Subscribe
 /// call and with it the notifier's queue.
+/// The live dashboard page, compiled into the binary (no CDN, no build step).
+async fn ui() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(include_str!("ui.html")))
+}
+
 async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
     let request = SubscribeRequest { routing_keys: vec!["ticket.*".into()] };
     let stream = state
@@ -419,9 +434,11 @@ async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
         .map_err(|s| AppError::from_grpc("the notifier service", &s))?
         .into_inner();
     let client = metrics::Held::new(&SSE_CLIENTS);
-    let events = stream.map_while(move |n| {
+    // Shutdown ends the stream: a `None` merged in, and map_while stops there.
+    let stop = WatchStream::new(state.0.stopping.subscribe()).filter(|stopping| *stopping).map(|_| None);
+    let events = stream.map(Some).merge(stop).map_while(move |n| {
         let _counted = &client;
-        let n = n.ok()?;
+        let n = n?.ok()?;
         let span = process_span("rabbitmq", "ticketmesh.events", &n.message_id, &n.headers);
         let _entered = span.enter();
         let event = TicketEvent::decode(n.payload.as_slice()).ok()?;
@@ -624,6 +641,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(&args)?;
+    let streams = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams.close_streams();
+    };
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

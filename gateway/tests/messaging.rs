@@ -287,6 +287,25 @@ async fn sse_clients_see_tickets_on_the_embedded_bus() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_event_streams_instead_of_waiting_for_them() {
+    let backend = Backend::sqlite();
+    let stack = Stack::start(&backend).await.ready().await;
+    let mut response = reqwest::Client::new().get(stack.url("/events")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Stack::stop fails unless every service (the gateway too) exits within 10 s.
+    let started = Instant::now();
+    stack.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    // The browser's stream ended (cleanly or cut): EventSource reconnects from there.
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream is still open after shutdown");
+    backend.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_notifier_reconnects_after_the_broker_connection_dies() {
     let backend = Backend::sqlite();
     let exchange = unique("tm.test");
