@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e ui manifests simulate tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+.PHONY: help run test lint unit e2e ui manifests simulate bench tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
 	images images-multiarch kind-up kind-down dashboard logs status
 
 help: ## List the targets
@@ -69,6 +69,10 @@ release: ## Release build of every binary
 
 fmt: ## Format the code
 	cargo fmt --all
+
+bench: ## Release build, then webhook/hello/read/health throughput and latency, peak RSS, time to ready → BENCH.md (needs wrk)
+	cargo build --release --bins
+	python3 scripts/bench.py
 
 simulate: ## Signed PETZI traffic against a running gateway: make simulate ARGS="--rate 50 --duration 30s" (app-simulator --help)
 	cargo run --quiet --release -p app-simulator -- $(or $(ARGS),--count 200 --replay-ratio 0.05)

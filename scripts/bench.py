@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""make bench: the four release binaries on real PostgreSQL, Redis and RabbitMQ,
+then once on the embedded defaults; time from start to all-ready, a warm-up,
+then the webhook path (app-simulator, fresh signed deliveries), the hello path
+(SNS disabled), a read (/api/stats) and the gateway's own /health (wrk), and
+each process's peak RSS. Prints one table and writes it to BENCH.md.
+
+Environment: BENCH_WEBHOOKS (default 20000), BENCH_SECONDS (wrk, default 10),
+BENCH_CONCURRENCY (default 32), TEST_POSTGRES_URL, TEST_REDIS_URL, TEST_AMQP_URL.
+"""
+
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release"
+WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "20000"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+SERVICES = ["app-storage", "app-notifier", "app-event", "app-gateway"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def psql(sql):
+    subprocess.run(["psql", PG_ADMIN, "-qtAc", sql], check=True, capture_output=True)
+
+
+def peak_rss_mib(pid):
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024
+
+
+class Stack:
+    """The four release binaries, started together; `ready_ms` is how long
+    until every /ready answered 200."""
+
+    def __init__(self, name, env):
+        self.name = name
+        p = {k: free_port() for k in ("http", "event", "event_admin", "notifier", "notifier_admin", "storage", "storage_admin")}
+        self.base = f"http://127.0.0.1:{p['http']}"
+        common = {"PATH": os.environ["PATH"], "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
+        urls = {
+            "EVENT_URL": f"http://127.0.0.1:{p['event']}",
+            "STORAGE_URL": f"http://127.0.0.1:{p['storage']}",
+            "NOTIFIER_URL": f"http://127.0.0.1:{p['notifier']}",
+        }
+        self.env = {
+            "app-storage": {"GRPC_ADDR": f"127.0.0.1:{p['storage']}", "ADMIN_ADDR": f"127.0.0.1:{p['storage_admin']}"},
+            "app-notifier": {"GRPC_ADDR": f"127.0.0.1:{p['notifier']}", "ADMIN_ADDR": f"127.0.0.1:{p['notifier_admin']}"},
+            "app-event": {"GRPC_ADDR": f"127.0.0.1:{p['event']}", "ADMIN_ADDR": f"127.0.0.1:{p['event_admin']}", **urls},
+            "app-gateway": {"HTTP_ADDR": f"127.0.0.1:{p['http']}", "WEBHOOK_SECRET": "secret", **urls},
+        }
+        self.ready_urls = [f"{self.base}/ready"] + [
+            f"http://127.0.0.1:{p[k]}/ready" for k in ("event_admin", "notifier_admin", "storage_admin")
+        ]
+        self.logs = tempfile.TemporaryFile()
+        started = time.monotonic()
+        self.procs = {
+            name: subprocess.Popen([str(BIN / name)], env={**common, **self.env[name]}, stdout=self.logs, stderr=self.logs)
+            for name in SERVICES
+        }
+        pending = list(self.ready_urls)
+        while pending:
+            pending = [u for u in pending if status(u) != 200]
+            if time.monotonic() - started > 30:
+                self.stop()
+                raise SystemExit(f"{name}: not ready after 30 s: {pending}")
+            if any(proc.poll() is not None for proc in self.procs.values()):
+                self.stop()
+                raise SystemExit(f"{name}: a service exited at start")
+            time.sleep(0.005)
+        self.ready_ms = (time.monotonic() - started) * 1000
+
+    def peak_rss(self):
+        return {name: peak_rss_mib(proc.pid) for name, proc in self.procs.items()}
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def simulate(base, count, concurrency):
+    out = subprocess.run(
+        [str(BIN / "app-simulator"), "--url", base, "--count", str(count), "--concurrency", str(concurrency),
+         "--cancel-ratio", "0", "--json"],
+        capture_output=True, text=True,
+    )
+    if not out.stdout.strip():
+        raise SystemExit(f"app-simulator failed: {out.stderr[-2000:]}")
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    errors = report["sent"] - report["accepted"]
+    return {"rps": report["accepted"] / report["elapsed_s"], "p50": report["latency_ms"]["p50"],
+            "p99": report["latency_ms"]["p99"], "errors": errors, "requests": report["sent"]}
+
+
+def ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url):
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{SECONDS}s", "--latency", url], capture_output=True, text=True,
+    ).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+
+    def pct(key):
+        value, unit = re.match(r"([\d.]+)(\w+)", latency[key]).groups()
+        return ms(value, unit)
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": pct("50"), "p99": pct("99"),
+            "errors": errors, "requests": requests}
+
+
+def run(name, env, cleanup):
+    print(f"== {name}: starting the four release binaries", flush=True)
+    stack = Stack(name, env)
+    print(f"   all ready in {stack.ready_ms:.0f} ms; warming up", flush=True)
+    try:
+        simulate(stack.base, 1000, CONCURRENCY)
+        rows = {}
+        print(f"   webhook path: {WEBHOOKS} signed deliveries at {CONCURRENCY} in flight", flush=True)
+        rows["webhook (POST /webhook)"] = simulate(stack.base, WEBHOOKS, CONCURRENCY)
+        for label, path in [("hello (GET /, SNS off)", "/"), ("read (GET /api/stats)", "/api/stats"),
+                            ("gateway health (GET /health)", "/health")]:
+            print(f"   {label}: wrk {SECONDS} s at {CONCURRENCY} connections", flush=True)
+            rows[label] = wrk(stack.base + path)
+        rss = stack.peak_rss()
+    finally:
+        stack.stop()
+        cleanup()
+    return {"name": name, "ready_ms": stack.ready_ms, "rows": rows, "rss": rss}
+
+
+def table(result):
+    lines = [f"### {result['name']}", "", f"All four ready {result['ready_ms']:.0f} ms after start.", "",
+             "| path | req/s | p50 ms | p99 ms | errors | requests |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, r in result["rows"].items():
+        lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} | {r['requests']} |")
+    lines += ["", "| process | peak RSS (MiB) |", "| --- | ---: |"]
+    lines += [f"| {name} | {mib:.1f} |" for name, mib in result["rss"].items()]
+    return "\n".join(lines)
+
+
+def verdict(result):
+    rows = result["rows"]
+    webhook = rows["webhook (POST /webhook)"]
+    hello, health = rows["hello (GET /, SNS off)"], rows["gateway health (GET /health)"]
+    checks = [
+        (f"webhook ≥ 2,000 accepted/s at {CONCURRENCY} in flight", webhook["rps"] >= 2000, f"{webhook['rps']:.0f}/s"),
+        ("webhook p99 ≤ 50 ms", webhook["p99"] <= 50, f"{webhook['p99']:.1f} ms"),
+        ("webhook 0 errors", webhook["errors"] == 0, str(webhook["errors"])),
+        ("hello ≥ 50 % of /health's req/s", hello["rps"] >= health["rps"] / 2,
+         f"{100 * hello['rps'] / max(health['rps'], 1):.0f} %"),
+        ("each service ≤ 30 MB RSS", max(result["rss"].values()) <= 30 * 1e6 / 2**20,
+         f"max {max(result['rss'].values()):.1f} MiB"),
+        ("all four ready ≤ 1 s after start", result["ready_ms"] <= 1000, f"{result['ready_ms']:.0f} ms"),
+    ]
+    return "\n".join(f"- {'met' if ok else 'NOT met'}: {what} ({figure})" for what, ok, figure in checks)
+
+
+def main():
+    for tool in ("wrk", "psql"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed: apt-get install -y {'wrk' if tool == 'wrk' else 'postgresql-client'}")
+    for name in SERVICES + ["app-simulator"]:
+        if not (BIN / name).exists():
+            raise SystemExit(f"{BIN / name} is missing: cargo build --release --bins")
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    database = f"tm_bench_{stamp}"
+    psql(f"CREATE DATABASE {database}")
+    pg_base = PG_ADMIN.rsplit("/", 1)[0]
+    real = run(
+        "PostgreSQL + Redis + RabbitMQ",
+        {"DATABASE_URL": f"{pg_base}/{database}", "REDIS_URL": REDIS, "CACHE_PREFIX": f"bench{stamp}",
+         "AMQP_URL": AMQP, "AMQP_EXCHANGE": f"bench.{stamp}"},
+        lambda: psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    )
+    sqlite_dir = tempfile.mkdtemp(prefix="tm-bench-")
+    embedded = run(
+        "embedded defaults (SQLite, no cache, in-process bus)",
+        {"DATABASE_URL": f"sqlite:{sqlite_dir}/bench.db?mode=rwc"},
+        lambda: shutil.rmtree(sqlite_dir, ignore_errors=True),
+    )
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    text = "\n".join([
+        "# Benchmarks",
+        "",
+        f"`make bench` on {datetime.date.today().isoformat()}, commit {commit}: {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), {platform.system()} {platform.release()}. Everything on this one "
+        "machine: the four release binaries, PostgreSQL, Redis, RabbitMQ and the load generators. The webhook "
+        f"path is app-simulator sending {WEBHOOKS} fresh signed deliveries at {CONCURRENCY} in flight (closed loop, after "
+        f"a 1,000-delivery warm-up); the other paths are wrk, {SECONDS} s at {CONCURRENCY} connections. Errors are answers "
+        "other than 2xx, and requests with no answer.",
+        "",
+        table(real),
+        "",
+        "Against the targets (real backends):",
+        "",
+        verdict(real),
+        "",
+        table(embedded),
+        "",
+    ])
+    (ROOT / "BENCH.md").write_text(text)
+    print()
+    print(text)
+    print("written to BENCH.md")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
