@@ -646,6 +646,10 @@ pub async fn serve(
         shutdown.await;
         streams.close_streams();
     };
+    // TCP_NODELAY on every connection: small responses go out at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -5,12 +5,11 @@
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     body::Body,
     server::NamedService,
     service::RoutesBuilder,
-    transport::{Endpoint, Server},
+    transport::{Endpoint, Server, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Layer as _;
@@ -119,7 +118,10 @@ impl GrpcServer {
         let served = Server::builder()
             .layer(ServerLayer)
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
+            // TCP_NODELAY: a unary answer is several small writes (headers, data,
+            // trailers); with Nagle on, the last one waits for the peer's
+            // delayed ACK, which put ~40 ms on the p99 of every call.
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), shutdown)
             .await;
         let _ = stop.send(true);
         admin.await??;

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod db;
+pub mod stats;
 pub mod writer;
 
 use std::{future::Future, sync::LazyLock, time::Duration};
@@ -28,6 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     cache::Cache,
     db::{Database, NewEvent, StoreError, TicketFilter},
+    stats::StatsMemo,
     writer::Writer,
 };
 
@@ -70,6 +72,7 @@ pub struct Args {
 pub struct Storage {
     db: Database,
     cache: Option<Cache>,
+    stats: StatsMemo,
     writer: Writer,
     health: Health,
     timeout: Duration,
@@ -188,7 +191,7 @@ impl StorageService for Storage {
 
     async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<Stats>, Status> {
         let stats = self
-            .cached("stats", Cache::stats_key, async { self.db.stats().await.map(Some) })
+            .cached("stats", Cache::stats_key, async { self.stats.get(self.db.stats()).await.map(Some) })
             .await?
             .unwrap_or_default();
         Ok(Response::new(stats))
@@ -270,9 +273,16 @@ pub async fn serve(
         .transpose()?;
     let server = GrpcServer::new(&["ticketmesh.v1.StorageService"]).await?;
     let health = server.health();
-    let writer = Writer::start(db.clone(), cache.clone(), usize::from(args.max_batch), args.database_timeout);
+    let stats = StatsMemo::default();
+    let writer = Writer::start(
+        db.clone(),
+        cache.clone(),
+        stats.clone(),
+        usize::from(args.max_batch),
+        args.database_timeout,
+    );
     tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, server.stopping()));
-    let storage = Storage { db, cache, writer, health, timeout: args.database_timeout };
+    let storage = Storage { db, cache, stats, writer, health, timeout: args.database_timeout };
     server
         .add_service(StorageServiceServer::new(storage))
         .serve(grpc_listener, admin_listener, shutdown)

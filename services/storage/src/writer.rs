@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::{
     cache::Cache,
     db::{Database, NewEvent, StoreError},
+    stats::StatsMemo,
 };
 
 static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
@@ -44,10 +45,16 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task. It ends when every handle is dropped.
-    pub fn start(db: Database, cache: Option<Cache>, max_batch: usize, timeout: Duration) -> Self {
+    pub fn start(
+        db: Database,
+        cache: Option<Cache>,
+        stats: StatsMemo,
+        max_batch: usize,
+        timeout: Duration,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(max_batch.max(1) * 4);
         let system = db.system_name();
-        tokio::spawn(run(db, cache, rx, max_batch.max(1), timeout));
+        tokio::spawn(run(db, cache, stats, rx, max_batch.max(1), timeout));
         Self { queue, system }
     }
 
@@ -75,6 +82,7 @@ impl Writer {
 async fn run(
     db: Database,
     cache: Option<Cache>,
+    stats: StatsMemo,
     mut rx: mpsc::Receiver<(NewEvent, Reply)>,
     max_batch: usize,
     timeout: Duration,
@@ -90,6 +98,9 @@ async fn run(
         match &outcome {
             Ok(inserted) => {
                 COMMITS.with_label_values(&["ok"]).inc();
+                if inserted.iter().any(|new| *new) {
+                    stats.changed();
+                }
                 if let Some(cache) = &cache {
                     // Invalidate before answering, so a caller reading right
                     // after its 200 never sees the state before its write.
