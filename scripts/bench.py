@@ -237,6 +237,9 @@ def main():
         lambda: shutil.rmtree(sqlite_dir, ignore_errors=True),
     )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                      cwd=ROOT).stdout.strip():
+        commit += " with uncommitted changes"
     text = "\n".join([
         "# Benchmarks",
         "",
