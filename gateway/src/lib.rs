@@ -414,15 +414,15 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
 static SSE_CLIENTS: LazyLock<IntGauge> =
     LazyLock::new(|| metrics::gauge("sse_clients", "Clients connected to GET /events"));
 
-/// Live ticket events as Server-Sent Events: `event:` the event type, `id:`
-/// the message id, `data:` the ticket as JSON; a heartbeat comment every 15 s.
-/// When the client leaves, the stream is dropped, which ends the Subscribe
-/// call and with it the notifier's queue.
 /// The live dashboard page, compiled into the binary (no CDN, no build step).
 async fn ui() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(include_str!("ui.html")))
 }
 
+/// Live ticket events as Server-Sent Events: `event:` the event type, `id:`
+/// the message id, `data:` the ticket as JSON; a heartbeat comment every 15 s.
+/// When the client leaves, the stream is dropped, which ends the Subscribe
+/// call and with it the notifier's queue. Shutdown ends every stream.
 async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
     let request = SubscribeRequest { routing_keys: vec!["ticket.*".into()] };
     let stream = state
