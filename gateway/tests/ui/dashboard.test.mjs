@@ -10,9 +10,10 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-const root = path.resolve(import.meta.dirname, "../../..");
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const binDir = process.env.BIN_DIR || path.join(root, "target/debug");
 const artifacts = process.env.ARTIFACTS || path.join(root, "data/artifacts");
 const secret = "ui-test-secret";
