@@ -19,6 +19,7 @@ and Python packages pyyaml, jsonschema, kubernetes-validate.
 
 import argparse
 import copy
+import functools
 import json
 import os
 import re
@@ -90,17 +91,15 @@ def strict(node):
             strict(v)
 
 
-def crd_schema(api_version, kind, cache={}):
+@functools.cache
+def crd_schema(api_version, kind):
     group, version = api_version.split("/")
     path = ROOT / "mesh" / "schemas" / f"{group}_{kind.lower()}_{version}.json"
-    if path not in cache:
-        if not path.exists():
-            cache[path] = None
-        else:
-            schema = json.loads(path.read_text())
-            strict(schema["properties"]["spec"])
-            cache[path] = schema
-    return cache[path]
+    if not path.exists():
+        return None
+    schema = json.loads(path.read_text())
+    strict(schema["properties"]["spec"])
+    return schema
 
 
 def check_vendored_schemas(problems):

@@ -32,37 +32,44 @@ step() { printf '\n== %s\n' "$*"; }
 # version_ge A B: A >= B, for dotted versions.
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
 
+# at_least TOOL HAVE MIN WHY URL: adds to `problems` when TOOL is missing
+# (HAVE empty) or older than MIN.
+at_least() {
+  local tool=$1 have=$2 min=$3 why=$4 url=$5
+  if [ -z "$have" ]; then
+    problems+=("$tool is not installed (>= $min): $url")
+  elif ! version_ge "$have" "$min"; then
+    problems+=("$tool $have is older than $min ($why): $url")
+  fi
+}
+
 check() {
   step "checking docker, kind, kubectl, linkerd"
-  local problems=()
+  problems=()
   if ! command -v docker >/dev/null; then
     problems+=("docker is not installed: https://docs.docker.com/get-docker/")
   elif ! docker info >/dev/null 2>&1; then
     problems+=("docker is installed but its daemon does not answer: start Docker Desktop (or the docker service)")
   fi
-  if ! command -v kind >/dev/null; then
-    problems+=("kind is not installed (>= $KIND_MIN_VERSION): https://kind.sigs.k8s.io/docs/user/quick-start/#installation")
-  else
-    local v
-    v=$(kind version | grep -o 'v[0-9][0-9.]*' | head -n1 | tr -d v)
-    version_ge "$v" "$KIND_MIN_VERSION" ||
-      problems+=("kind $v is older than $KIND_MIN_VERSION, which the pinned node image needs: https://kind.sigs.k8s.io/docs/user/quick-start/#installation")
+  local kind_version="" kubectl_version=""
+  if command -v kind >/dev/null; then
+    kind_version=$(kind version | grep -o 'v[0-9][0-9.]*' | head -n1 | tr -d v)
   fi
-  if ! command -v kubectl >/dev/null; then
-    problems+=("kubectl is not installed (>= $KUBECTL_MIN_VERSION): https://kubernetes.io/docs/tasks/tools/")
-  else
-    local v
-    v=$(kubectl version --client -o json | grep -o '"gitVersion": *"v[0-9.]*' | grep -o '[0-9][0-9.]*')
-    version_ge "$v" "$KUBECTL_MIN_VERSION" ||
-      problems+=("kubectl $v is older than $KUBECTL_MIN_VERSION (the cluster runs 1.35): https://kubernetes.io/docs/tasks/tools/")
+  if command -v kubectl >/dev/null; then
+    kubectl_version=$(kubectl version --client -o json | grep -o '"gitVersion": *"v[0-9.]*' | grep -o '[0-9][0-9.]*')
   fi
+  at_least kind "$kind_version" "$KIND_MIN_VERSION" "which the pinned node image needs" \
+    https://kind.sigs.k8s.io/docs/user/quick-start/#installation
+  at_least kubectl "$kubectl_version" "$KUBECTL_MIN_VERSION" "the cluster runs 1.35" \
+    https://kubernetes.io/docs/tasks/tools/
+  local install="curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge | LINKERD2_VERSION=$LINKERD_VERSION sh"
   if ! command -v linkerd >/dev/null; then
-    problems+=("linkerd is not installed: curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge | LINKERD2_VERSION=$LINKERD_VERSION sh  (https://linkerd.io/2/getting-started/)")
+    problems+=("linkerd is not installed: $install  (https://linkerd.io/2/getting-started/)")
   else
     local v
     v=$(linkerd version --client --short 2>/dev/null || true)
     [ "$v" = "$LINKERD_VERSION" ] ||
-      problems+=("linkerd CLI is '$v', this project pins $LINKERD_VERSION (the CLI installs its own version): curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge | LINKERD2_VERSION=$LINKERD_VERSION sh")
+      problems+=("linkerd CLI is '$v', this project pins $LINKERD_VERSION (the CLI installs its own version): $install")
   fi
   if [ ${#problems[@]} -gt 0 ]; then
     printf '  missing: %s\n' "${problems[@]}" >&2

@@ -125,7 +125,7 @@ impl AppState {
     }
 
     /// Ends every open `/events` stream (their clients reconnect elsewhere or later).
-    pub fn close_streams(&self) {
+    fn close_streams(&self) {
         self.0.stopping.send_replace(true);
     }
 }

@@ -35,6 +35,7 @@ impl Rng {
     }
 }
 
+#[derive(Debug)]
 struct Venue {
     name: &'static str,
     street: &'static str,
@@ -105,12 +106,6 @@ struct Ticket {
     promoter: String,
     amount: String,
     buyer: (&'static str, &'static str, &'static str),
-}
-
-impl std::fmt::Debug for Venue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name)
-    }
 }
 
 /// Makes deliveries. Ticket numbers are unique within a run (the run id is
