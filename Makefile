@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e ui manifests simulate bench tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+.PHONY: help run test lint unit e2e ui manifests observability observe simulate bench tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
 	images images-multiarch kind-up kind-down dashboard logs status
 
 help: ## List the targets
@@ -12,7 +12,7 @@ help: ## List the targets
 run: ## Build and start all four services locally (embedded SQLite unless DATABASE_URL/REDIS_URL are set)
 	@scripts/run.sh
 
-test: lint unit e2e ui manifests ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run, the page in Chromium, the cluster files
+test: lint unit e2e ui manifests observability ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run, the page in Chromium, the cluster files, the monitoring files
 
 lint: ## cargo fmt --check, clippy (warnings are errors), shellcheck
 	cargo fmt --all -- --check
@@ -45,6 +45,13 @@ manifests: tools ## Offline checks of k8s/, mesh/, kind-config.yaml, Dockerfile:
 	KUBECTL=$(TOOLS)/bin/kubectl GRPCURL=$(TOOLS)/bin/grpcurl $(TOOLS)/bin/python scripts/check-manifests.py --self-test
 	@echo "make -n kind-up (the plan, printed without running it):"
 	@$(MAKE) --no-print-directory -n kind-up
+
+observability: tools localstack ## Rules, alert tests, Alertmanager, dashboards; then every query against a real Prometheus scraping the services, and an induced failure
+	cargo build --bins  # the live check runs the built services and the canary
+	$(TOOLS)/bin/python scripts/observe.py check
+
+observe: tools ## Prometheus, Alertmanager and the blackbox exporter (Debian packages) with the cluster's rules, against a running `make run`
+	@$(TOOLS)/bin/python scripts/observe.py run
 
 tools: $(TOOLS)/bin/grpcurl $(TOOLS)/bin/kubectl $(TOOLS)/.manifest-tools ## Install the test tools (grpcurl, kubectl, schema validators) into .venv-tools
 

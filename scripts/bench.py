@@ -63,7 +63,7 @@ class Stack:
     """The four release binaries, started together; `ready_ms` is how long
     until every /ready answered 200."""
 
-    def __init__(self, name, env):
+    def __init__(self, name, env, bindir=BIN):
         self.name = name
         p = {k: free_port() for k in ("http", "event", "event_admin", "notifier", "notifier_admin", "storage", "storage_admin")}
         self.base = f"http://127.0.0.1:{p['http']}"
@@ -84,11 +84,15 @@ class Stack:
             f"http://127.0.0.1:{p[k]}/ready" for k in ("event_admin", "notifier_admin", "storage_admin")
         ]
         self.logs = tempfile.TemporaryFile()
-        started = time.monotonic()
-        self.procs = {
-            name: subprocess.Popen([str(BIN / name)], env={**common, **self.env[name]}, stdout=self.logs, stderr=self.logs)
-            for name in SERVICES
+        self.bindir = bindir
+        self.admin = {
+            "app-gateway": self.base,
+            **{f"app-{k}": f"http://127.0.0.1:{p[k + '_admin']}" for k in ("event", "notifier", "storage")},
         }
+        self.grpc = {f"app-{k}": f"127.0.0.1:{p[k]}" for k in ("event", "notifier", "storage")}
+        self.common = common
+        started = time.monotonic()
+        self.procs = {name: self.spawn(name) for name in SERVICES}
         pending = list(self.ready_urls)
         while pending:
             pending = [u for u in pending if status(u) != 200]
@@ -100,6 +104,18 @@ class Stack:
                 raise SystemExit(f"{name}: a service exited at start")
             time.sleep(0.005)
         self.ready_ms = (time.monotonic() - started) * 1000
+
+    def spawn(self, name):
+        return subprocess.Popen([str(self.bindir / name)], env={**self.common, **self.env[name]},
+                                stdout=self.logs, stderr=self.logs)
+
+    def kill(self, name):
+        """SIGKILL one service, as a crash would."""
+        self.procs[name].kill()
+        self.procs[name].wait()
+
+    def restart(self, name):
+        self.procs[name] = self.spawn(name)
 
     def drain_outbox(self, timeout=300):
         """Seconds until the relay has published everything (outbox_backlog 0),

@@ -74,6 +74,11 @@ async fn the_canary_passes_on_a_working_stack_and_fails_on_a_broken_one() {
     let stack = Stack::start(&backend).await.ready().await;
     let probe = args(&stack.base, &["--canary", "--count", "2", "--interval", "50ms"]);
     assert_eq!(app_simulator::canary(&probe, std::future::pending()).await.unwrap(), 0);
+    assert_eq!(canary_metric(r#"canary_probes_total{result="ok"}"#), 2.0);
+    assert_eq!(canary_metric(r#"canary_probes_total{result="failed"}"#), 0.0);
+    assert_eq!(canary_metric("canary_probe_duration_seconds_count"), 2.0);
+    let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((unix_now - canary_metric("canary_last_success_timestamp_seconds")).abs() < 60.0);
     let base = stack.base.clone();
     stack.stop().await;
 
@@ -84,7 +89,17 @@ async fn the_canary_passes_on_a_working_stack_and_fails_on_a_broken_one() {
             .unwrap()
             .unwrap();
     assert_eq!(failures, 2);
+    assert_eq!(canary_metric(r#"canary_probes_total{result="failed"}"#), 2.0);
+    assert_eq!(canary_metric("canary_probe_duration_seconds_count"), 2.0, "failed probes are not timed");
     backend.drop_database().await;
+}
+
+/// One sample of this process's metrics (the canary above is the only one in
+/// this test binary), by its exact series name.
+fn canary_metric(series: &str) -> f64 {
+    let text = ticketmesh_runtime::admin::render_metrics();
+    let line = text.lines().find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+    line.unwrap_or_else(|| panic!("no {series} in\n{text}")).rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[test]

@@ -251,11 +251,16 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
     let stack = Procs::start(setup, &otlp).await;
     let client = reqwest::Client::new();
 
-    // 5 accepted, 1 duplicate, 2 forged, 1 unparsable (but signed).
+    // 5 accepted (4 tickets created, then one of them cancelled), 1 duplicate,
+    // 2 forged, 1 unparsable (but signed).
     let mut sizes = 0.0;
     let mut first_trace = String::new();
     for n in 0..5 {
-        let body = common::delivery("ticket_created", &format!("MET-{n}"), "VIP", "10.00", "");
+        let body = if n < 4 {
+            common::delivery("ticket_created", &format!("MET-{n}"), "VIP", "10.25", "")
+        } else {
+            common::delivery("ticket_updated", "MET-3", "VIP", "10.25", "event_cancellation")
+        };
         let answer = common::post_signed(&client, &stack, &body).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         sizes += body.len() as f64;
@@ -263,7 +268,7 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
             first_trace = answer.body["trace_id"].as_str().unwrap().to_owned();
         }
     }
-    let replay = common::delivery("ticket_created", "MET-0", "VIP", "10.00", "");
+    let replay = common::delivery("ticket_created", "MET-0", "VIP", "10.25", "");
     assert_eq!(common::post_signed(&client, &stack, &replay).await.body["duplicate"], true);
     sizes += replay.len() as f64;
     for _ in 0..2 {
@@ -354,6 +359,12 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
         ("grpc_method", "SaveEvent"),
     ];
     assert_eq!(sample(&event, "grpc_client_handled_total", &with_code(&save, "OK")), 6.0);
+    // The business figures count stored deliveries: the duplicate is not one.
+    let tickets = |event_type| sample(&event, "tickets_total", &[("event", event_type), ("category", "VIP")]);
+    assert_eq!(tickets("ticket_created"), 4.0);
+    assert_eq!(tickets("ticket_updated"), 1.0);
+    assert_eq!(sample(&event, "ticket_revenue_cents_total", &[("currency", "CHF")]), 4100.0);
+    assert_eq!(sample(&event, "ticket_cancellations_total", &[("reason", "event_cancellation")]), 1.0);
 
     let storage = parse_prometheus(
         &reqwest::get(stack.admin(&stack.storage, "/metrics")).await.unwrap().text().await.unwrap(),
@@ -382,14 +393,9 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
         5.0,
     )
     .await;
-    assert_eq!(
-        sample(
-            &notifier,
-            "amqp_publish_total",
-            &[("routing_key", "ticket.created"), ("status", "published")]
-        ),
-        5.0
-    );
+    let published = |key| sample(&notifier, "amqp_publish_total", &[("routing_key", key), ("status", "published")]);
+    assert_eq!(published("ticket.created"), 4.0);
+    assert_eq!(published("ticket.updated"), 1.0);
     assert_eq!(sample(&notifier, "grpc_server_handled_total", &with_code(&publish, "OK")), 5.0);
     for samples in [&gateway, &event, &storage, &notifier] {
         assert!(sample(samples, "process_open_fds", &[]) > 0.0, "process metrics on every process");

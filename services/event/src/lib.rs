@@ -16,7 +16,7 @@ use clap::Parser;
 use ticketmesh_proto::v1::{
     Destination, HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse,
     ListSnsNotificationsRequest, ListSnsNotificationsResponse, PublishRequest, RecordSnsNotificationRequest,
-    RecordSnsNotificationResponse, SaveEventRequest, SnsNotification, TicketEvent,
+    RecordSnsNotificationResponse, SaveEventRequest, SnsNotification, Ticket, TicketEvent, EventType,
     event_service_server::{EventService, EventServiceServer},
     notifier_service_client::NotifierServiceClient,
     storage_service_client::StorageServiceClient,
@@ -70,6 +70,76 @@ static SNS_NOTIFICATIONS: std::sync::LazyLock<prometheus::IntCounterVec> = std::
         &["topic"],
     )
 });
+
+/// The business figures of stored deliveries (not duplicates), for the
+/// dashboards: tickets by event and category, revenue, cancellations.
+struct Business {
+    tickets: prometheus::IntCounterVec,
+    revenue_cents: prometheus::IntCounterVec,
+    cancellations: prometheus::IntCounterVec,
+    categories: ticketmesh_runtime::metrics::BoundedLabel,
+    reasons: ticketmesh_runtime::metrics::BoundedLabel,
+}
+
+static BUSINESS: std::sync::LazyLock<Business> = std::sync::LazyLock::new(|| Business {
+    tickets: ticketmesh_runtime::metrics::counter_vec(
+        "tickets_total",
+        "Ticket deliveries stored (duplicates excluded), by event type and category",
+        &["event", "category"],
+    ),
+    revenue_cents: ticketmesh_runtime::metrics::counter_vec(
+        "ticket_revenue_cents_total",
+        "Price of the tickets created, in hundredths of the currency",
+        &["currency"],
+    ),
+    cancellations: ticketmesh_runtime::metrics::counter_vec(
+        "ticket_cancellations_total",
+        "Ticket updates that carry a cancellation reason, by reason",
+        &["reason"],
+    ),
+    categories: ticketmesh_runtime::metrics::BoundedLabel::new(32),
+    reasons: ticketmesh_runtime::metrics::BoundedLabel::new(16),
+});
+
+impl Business {
+    /// The counters one stored delivery moves, chosen before the ticket is
+    /// handed to storage and moved only once it is stored.
+    fn counts(&self, event_type: EventType, ticket: &Ticket) -> Counts {
+        let category = self.categories.get(&ticket.category);
+        if event_type == EventType::TicketCreated {
+            let revenue = ticket.price.as_ref().and_then(|price| {
+                let cents = price.units.checked_mul(100)?.checked_add(i64::from(price.nanos / 10_000_000))?;
+                let currency = price.currency_code.as_str();
+                let currency = if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) { currency } else { "other" };
+                // The parser refuses negative prices; a counter never goes down.
+                Some((self.revenue_cents.with_label_values(&[currency]), u64::try_from(cents).ok()?))
+            });
+            Counts { ticket: self.tickets.with_label_values(&["ticket_created", category]), revenue, cancellation: None }
+        } else {
+            let cancellation = (!ticket.cancellation_reason.is_empty())
+                .then(|| self.cancellations.with_label_values(&[self.reasons.get(&ticket.cancellation_reason)]));
+            Counts { ticket: self.tickets.with_label_values(&["ticket_updated", category]), revenue: None, cancellation }
+        }
+    }
+}
+
+struct Counts {
+    ticket: prometheus::IntCounter,
+    revenue: Option<(prometheus::IntCounter, u64)>,
+    cancellation: Option<prometheus::IntCounter>,
+}
+
+impl Counts {
+    fn stored(self) {
+        self.ticket.inc();
+        if let Some((counter, cents)) = self.revenue {
+            counter.inc_by(cents);
+        }
+        if let Some(counter) = self.cancellation {
+            counter.inc();
+        }
+    }
+}
 
 /// How many SNS notifications ListSnsNotifications remembers.
 const RECENT_SNS: usize = 100;
@@ -168,6 +238,7 @@ impl EventService for Events {
         let delivery_id = petzi::delivery_id(&request.body);
         let ticket_number = delivery.ticket.number.clone();
         let event_type = delivery.event_type;
+        let counts = BUSINESS.counts(event_type, &delivery.ticket);
         let event = TicketEvent {
             delivery_id: delivery_id.clone(),
             r#type: event_type.into(),
@@ -188,6 +259,7 @@ impl EventService for Events {
             .into_inner();
         if !saved.duplicate {
             self.relay.notify_one();
+            counts.stored();
         }
         tracing::info!(
             delivery_id = %delivery_id,

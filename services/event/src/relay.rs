@@ -59,6 +59,10 @@ pub struct Relay {
 impl Relay {
     /// Runs until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Both outcomes exist from the start, so a failure rate reads 0, not no data.
+        for status in ["published", "failed"] {
+            RELAYED.with_label_values(&[status]);
+        }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let pause = match self.round().await {

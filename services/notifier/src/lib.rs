@@ -258,6 +258,14 @@ pub async fn serve(
         None => None,
     };
     tokio::spawn(watch_bus(bus.clone(), server.health(), server.stopping()));
+    // Failure series exist from the start at 0, so an alert's failure ratio
+    // reads 0 rather than no data until the first failure.
+    for key in ["ticket.created", "ticket.updated", "hello"] {
+        PUBLISHED.with_label_values(&[key, "failed"]);
+    }
+    if sns.is_some() {
+        sns::count_no_failures_yet();
+    }
     server
         .add_service(NotifierServiceServer::new(Notifier { bus, sns, exchange: args.amqp_exchange.clone() }))
         .serve(grpc_listener, admin_listener, shutdown)

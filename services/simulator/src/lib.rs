@@ -55,6 +55,9 @@ pub struct Args {
     /// Time between two canary probes.
     #[arg(long, env = "INTERVAL", default_value = "10s", value_parser = ticketmesh_runtime::parse_duration)]
     pub interval: Duration,
+    /// Serve /health, /ready and /metrics (the canary's probe counters) on this address.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Bound on each request.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = ticketmesh_runtime::parse_duration)]
     pub request_timeout: Duration,
@@ -262,8 +265,41 @@ pub async fn load(
     Ok(report)
 }
 
+/// What the canary's `/metrics` shows: probes by result, their duration, and
+/// when one last worked (the alert rules and the dashboards read these).
+struct CanaryMetrics {
+    probes: prometheus::IntCounterVec,
+    seconds: prometheus::Histogram,
+    last_success: prometheus::IntGauge,
+}
+
+static CANARY: std::sync::LazyLock<CanaryMetrics> = std::sync::LazyLock::new(|| {
+    use ticketmesh_runtime::metrics;
+    let probes = metrics::counter_vec(
+        "canary_probes_total",
+        "Canary probes (a signed delivery, then read back) by result",
+        &["result"],
+    );
+    // Both series exist from the start, so a rate of failures is 0, not absent.
+    probes.with_label_values(&["ok"]);
+    probes.with_label_values(&["failed"]);
+    CanaryMetrics {
+        probes,
+        seconds: metrics::histogram(
+            "canary_probe_duration_seconds",
+            "Time of a canary probe that worked, from sending the delivery to reading it back",
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        ),
+        last_success: metrics::gauge(
+            "canary_last_success_timestamp_seconds",
+            "Unix time of the last canary probe that worked",
+        ),
+    }
+});
+
 /// Canary probes every `interval`; with `count`, that many and then the
-/// number that failed. Each probe's result goes to stdout.
+/// number that failed. Each probe's result goes to stdout and to the
+/// canary metrics.
 pub async fn canary(args: &Args, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<u64> {
     let sender = Sender::new(args)?;
     let mut ticker = tokio::time::interval(args.interval);
@@ -281,8 +317,18 @@ pub async fn canary(args: &Args, stop: impl std::future::Future<Output = ()>) ->
         }
         probes += 1;
         let result = sender.probe().await;
-        if result.is_err() {
-            failures += 1;
+        let metrics = &*CANARY;
+        match &result {
+            Ok(took) => {
+                metrics.probes.with_label_values(&["ok"]).inc();
+                metrics.seconds.observe(took.as_secs_f64());
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                metrics.last_success.set(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
+            }
+            Err(_) => {
+                metrics.probes.with_label_values(&["failed"]).inc();
+                failures += 1;
+            }
         }
         let line = match (&result, args.json) {
             (Ok(took), true) => {

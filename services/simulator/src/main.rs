@@ -9,6 +9,15 @@ use clap::Parser;
 async fn main() -> anyhow::Result<ExitCode> {
     let args = app_simulator::Args::parse();
     let stop = ticketmesh_runtime::shutdown::signal();
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {addr}: {e}"))?;
+        let ready = ticketmesh_runtime::admin::Readiness::default();
+        ready.set(true);
+        // Ends with the process: it has nothing to flush.
+        tokio::spawn(ticketmesh_runtime::admin::serve(listener, ready, std::future::pending()));
+    }
     if args.canary {
         let failures = app_simulator::canary(&args, stop).await?;
         return Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
