@@ -8,7 +8,11 @@ system's own rules: policies point at real Servers and ports, the authorized
 edges are exactly mesh/call-graph.yaml, only idempotent calls are retried,
 every env var is a flag of its binary, every probe is one the binary answers
 (each binary is started with its Deployment's environment and probed), every
-image is one the Dockerfile builds, and nothing runs as root.
+image is one the Dockerfile builds or a pinned release, nothing runs as root
+or with more than it needs, every object is in its namespace, and the
+observability stack's config files agree with the objects (every file is
+generated into a ConfigMap and mounted, every host:port they name is a
+Service port, Prometheus's jobs and rules, Grafana's dashboards path).
 
 Usage: check-manifests.py [--self-test] [--skip-probes]
   --self-test    also break the rendered objects in known ways and make sure
@@ -40,9 +44,31 @@ KUBECTL = os.environ.get("KUBECTL", "kubectl")
 GRPCURL = os.environ.get("GRPCURL", "grpcurl")
 K8S_VERSION = "1.35.0"
 NAMESPACE = "ticketmesh"
+# The observability stack: every object named mon-* lives here, nothing else.
+MONITORING = "ticketmesh-monitoring"
+# Objects outside any namespace these files may hold: the two namespaces, and
+# the monitoring stack's read-only access to the Kubernetes API.
+CLUSTER_KINDS = ("Namespace", "ClusterRole", "ClusterRoleBinding")
+READ_VERBS = {"get", "list", "watch"}
 # Kinds validated against mesh/schemas/ rather than the Kubernetes schemas.
 CRD_GROUPS = ("policy.linkerd.io", "gateway.networking.k8s.io")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+# The Linkerd proxy of every meshed pod, as the call graph names it: its admin
+# port is injected, so no manifest declares it.
+PROXY = "linkerd-proxy"
+PROXY_ADMIN_PORT = "linkerd-admin"
+MESHED_PODS = {"matchExpressions": [{"key": "linkerd.io/control-plane-ns", "operator": "Exists"}]}
+# A release of a third-party image: x.y.z (optionally v-prefixed) or a digest.
+RELEASE = re.compile(r":v?\d+\.\d+\.\d+$|@sha256:[0-9a-f]{64}$")
+# `kubectl apply` (client-side) copies each object into an annotation that
+# may hold at most 256 KiB.
+LAST_APPLIED_LIMIT = 256 * 1024
+# The cluster Prometheus's jobs; the local setup produces the same target labels.
+PROMETHEUS_JOBS = {"ticketmesh-apps", "ticketmesh-canary", "blackbox-http", "blackbox-grpc", "linkerd-proxy"}
+# host:port of a Service in a config file: a short name (the file's own
+# namespace) or name.namespace[.svc[.cluster.local]].
+SERVICE_ADDRESS = re.compile(r"\b((?:app|infra|mon)-[a-z0-9-]*[a-z0-9])(?:\.([a-z0-9-]+)(?:\.svc(?:\.cluster\.local)?)?)?:(\d+)\b")
+LINKERD_VALUES = "mesh/linkerd/control-plane.yaml"
 
 
 class Problems(list):
@@ -61,14 +87,56 @@ def kustomize(path):
 
 
 def render():
-    """{name: objects} for every overlay and for mesh/."""
+    """{name: objects} for every overlay, the base and mesh/; plus the values
+    `linkerd install` gets (where the proxies send their spans)."""
     rendered = {}
     for overlay in sorted((ROOT / "k8s" / "overlays").iterdir()):
         if (overlay / "kustomization.yaml").exists():
             rendered[f"k8s/overlays/{overlay.name}"] = kustomize(overlay)
     rendered["k8s/base"] = kustomize(ROOT / "k8s" / "base")
     rendered["mesh"] = kustomize(ROOT / "mesh")
+    rendered[LINKERD_VALUES] = yaml.safe_load((ROOT / LINKERD_VALUES).read_text())
     return rendered
+
+
+# ---------------------------------------------------------------- generated files
+
+
+def kustomization_tree():
+    """(every kustomization under k8s/ and mesh/ by folder, every file there),
+    as paths relative to the repository."""
+    tree, files = {}, set()
+    for top in ("k8s", "mesh"):
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(ROOT).as_posix()
+                files.add(rel)
+                if path.name == "kustomization.yaml":
+                    tree[path.parent.relative_to(ROOT).as_posix()] = yaml.safe_load(path.read_text()) or {}
+    return tree, files
+
+
+def check_generators(tree, files, problems):
+    """Every file a generator names exists (kustomize's own error says less),
+    and every file in a monitoring component's folder is a resource or is
+    generated into a ConfigMap, so a new rule file or dashboard cannot be left
+    out of the cluster. tests/ holds promtool's unit tests, which run locally."""
+    for folder, kustomization in sorted(tree.items()):
+        used = set(kustomization.get("resources", []))
+        used |= {p.get("path") for p in kustomization.get("patches", [])}
+        for generator in kustomization.get("configMapGenerator", []) + kustomization.get("secretGenerator", []):
+            for entry in generator.get("files", []):
+                path = entry.split("=", 1)[-1]
+                used.add(path)
+                if f"{folder}/{path}" not in files:
+                    problems.add("generators", f"{folder}/kustomization.yaml generates {generator['name']} from {path}, which does not exist")
+        if folder.startswith("k8s/monitoring/"):
+            for f in sorted(files):
+                rel = f.removeprefix(f"{folder}/")
+                if rel == f or rel == "kustomization.yaml" or rel.startswith("tests/"):
+                    continue
+                if rel not in used and not any(rel.startswith(f"{u}/") for u in used):
+                    problems.add("generators", f"{f} is in no configMapGenerator of {folder}: the cluster would not see it")
 
 
 # ---------------------------------------------------------------- schemas
@@ -191,46 +259,69 @@ def route_methods(route):
     return methods
 
 
+def route_paths(route):
+    """The paths an HTTPRoute matches: `/x` exactly, `/x*` as a prefix; None
+    for a rule without matches (every path)."""
+    paths = set()
+    for rule in route["spec"].get("rules", []):
+        matches = rule.get("matches")
+        if not matches:
+            return None
+        for m in matches:
+            path = m.get("path", {})
+            value = path.get("value", "/")
+            paths.add(value if path.get("type", "PathPrefix") == "Exact" else f"{value}*")
+    return paths
+
+
+def proxy_admin(server):
+    """Whether a Server is the Linkerd proxies' own admin port."""
+    return server["spec"]["port"] == PROXY_ADMIN_PORT
+
+
 # ---------------------------------------------------------------- the policy
 
 
 def authorized_edges(k8s, mesh, problems):
-    """(client, workload, port, methods, ) for every AuthorizationPolicy, and the
-    same for network-authenticated (public) ones with client None."""
+    """(client, workload, port, methods or paths) for every AuthorizationPolicy,
+    and the same for network-authenticated (public) ones with client None."""
     edges = set()
     for policy in by_kind(mesh, "AuthorizationPolicy"):
         name = policy["metadata"]["name"]
         target = policy["spec"]["targetRef"]
         if target["kind"] == "Server":
             server = named(mesh, "Server", target["name"])
-            methods = None
-        elif target["kind"] == "GRPCRoute":
-            route = named(mesh, "GRPCRoute", target["name"])
+            routes = None
+        elif target["kind"] in ("GRPCRoute", "HTTPRoute"):
+            route = named(mesh, target["kind"], target["name"])
             if route is None:
-                problems.add("policy", f"AuthorizationPolicy {name} targets a missing GRPCRoute {target['name']}")
+                problems.add("policy", f"AuthorizationPolicy {name} targets a missing {target['kind']} {target['name']}")
                 continue
             parents = [p for p in route["spec"]["parentRefs"] if p.get("kind") == "Server"]
             if len(parents) != 1:
-                problems.add("policy", f"GRPCRoute {route['metadata']['name']} must have exactly one Server parent")
+                problems.add("policy", f"{target['kind']} {route['metadata']['name']} must have exactly one Server parent")
                 continue
             server = named(mesh, "Server", parents[0]["name"])
-            methods = route_methods(route)
+            routes = route_methods(route) if target["kind"] == "GRPCRoute" else route_paths(route)
             if server is None:
-                problems.add("policy", f"GRPCRoute {target['name']} has a missing Server parent {parents[0]['name']}")
+                problems.add("policy", f"{target['kind']} {target['name']} has a missing Server parent {parents[0]['name']}")
                 continue
         else:
-            problems.add("policy", f"AuthorizationPolicy {name} targets a {target['kind']}, not a Server or GRPCRoute")
+            problems.add("policy", f"AuthorizationPolicy {name} targets a {target['kind']}, not a Server, GRPCRoute or HTTPRoute")
             continue
         if server is None:
             problems.add("policy", f"AuthorizationPolicy {name} targets a missing Server {target['name']}")
             continue
-        pods = selected(k8s, server["spec"]["podSelector"].get("matchLabels", {}))
-        workload = app_name(pods[0]) if len(pods) == 1 else None
+        if proxy_admin(server):
+            workload = PROXY
+        else:
+            pods = selected(k8s, server["spec"]["podSelector"].get("matchLabels", {}))
+            workload = app_name(pods[0]) if len(pods) == 1 else None
         if workload is None:
             problems.add("policy", f"Server {server['metadata']['name']} selects {len(pods)} workloads, not one")
             continue
         port = server["spec"]["port"]
-        method_key = tuple(sorted(methods)) if methods is not None else None
+        route_key = tuple(sorted(routes)) if routes is not None else None
         for ref in policy["spec"]["requiredAuthenticationRefs"]:
             authn = named(mesh, ref["kind"], ref["name"])
             if authn is None:
@@ -241,11 +332,11 @@ def authorized_edges(k8s, mesh, problems):
                     if ident.get("kind") != "ServiceAccount" or "name" not in ident:
                         problems.add("policy", f"MeshTLSAuthentication {ref['name']}: name service accounts, not {ident}")
                         continue
-                    edges.add((identity(ident), workload, port, method_key))
+                    edges.add((identity(ident), workload, port, route_key))
                 for ident in authn["spec"].get("identities", []):
                     problems.add("policy", f"MeshTLSAuthentication {ref['name']}: raw identity {ident!r}; use identityRefs")
             elif ref["kind"] == "NetworkAuthentication":
-                edges.add((None, workload, port, method_key))
+                edges.add((None, workload, port, route_key))
             else:
                 problems.add("policy", f"AuthorizationPolicy {name}: unexpected authentication kind {ref['kind']}")
     return edges
@@ -253,28 +344,33 @@ def authorized_edges(k8s, mesh, problems):
 
 def declared_edges(graph):
     edges = set()
-    for call in graph.get("calls", []):
-        methods = call.get("methods")
-        edges.add((call["from"], call["to"], call["port"], tuple(sorted(methods)) if methods else None))
-    for entry in graph.get("public", []):
-        methods = entry.get("methods")
-        edges.add((None, entry["to"], entry["port"], tuple(sorted(methods)) if methods else None))
+    for entry in graph.get("calls", []) + graph.get("public", []):
+        routes = entry.get("methods") or entry.get("paths")
+        edges.add((entry.get("from"), entry["to"], entry["port"], tuple(sorted(routes)) if routes else None))
     return edges
 
 
 def show(edge):
-    client, workload, port, methods = edge
+    client, workload, port, routes = edge
     who = client or "anyone"
-    what = f" {', '.join(methods)}" if methods else ""
+    what = f" {', '.join(routes)}" if routes else ""
     return f"{who} -> {workload}:{port}{what}"
 
 
 def check_policy(k8s, mesh, graph, problems):
-    # Servers: a named port that exists on the pods they select, declared on a Service.
+    # Servers: a named port that exists on the pods they select, declared on a
+    # Service; the proxies' admin port on every meshed pod.
     services = by_kind(k8s, "Service")
     for server in by_kind(mesh, "Server"):
         name = server["metadata"]["name"]
-        pods = selected(k8s, server["spec"]["podSelector"].get("matchLabels", {}))
+        selector = server["spec"]["podSelector"]
+        if proxy_admin(server):
+            if selector != MESHED_PODS:
+                problems.add("policy", f"Server {name}: the proxies' admin port must select every meshed pod ({MESHED_PODS}), not {selector}")
+            continue
+        if set(selector) != {"matchLabels"}:
+            problems.add("policy", f"Server {name}: select the pods by matchLabels only, not {selector}")
+        pods = selected(k8s, selector.get("matchLabels", {}))
         if not pods:
             problems.add("policy", f"Server {name} selects no pods")
         port = server["spec"]["port"]
@@ -294,14 +390,14 @@ def check_policy(k8s, mesh, graph, problems):
             if not declared:
                 problems.add("policy", f"Server {name}: port {port} of {app_name(pod)} is on no Service (Linkerd blocks undeclared ports)")
     # Inbound routes must hang off a Server; outbound ones off a Service port that exists.
-    for route in by_kind(mesh, "GRPCRoute"):
+    for route in by_kind(mesh, "GRPCRoute") + by_kind(mesh, "HTTPRoute"):
         for parent in route["spec"]["parentRefs"]:
             if parent.get("kind") == "Server" and named(mesh, "Server", parent["name"]) is None:
-                problems.add("policy", f"GRPCRoute {route['metadata']['name']}: no Server {parent['name']}")
+                problems.add("policy", f"{route['kind']} {route['metadata']['name']}: no Server {parent['name']}")
             if parent.get("kind") == "Service":
                 service = named(k8s, "Service", parent["name"])
                 if service is None or parent.get("port") not in [p["port"] for p in service["spec"]["ports"]]:
-                    problems.add("routes", f"GRPCRoute {route['metadata']['name']}: no Service port {parent['name']}:{parent.get('port')}")
+                    problems.add("routes", f"{route['kind']} {route['metadata']['name']}: no Service port {parent['name']}:{parent.get('port')}")
     actual = authorized_edges(k8s, mesh, problems)
     declared = declared_edges(graph)
     for edge in sorted(actual - declared, key=show):
@@ -338,19 +434,77 @@ def check_routes(k8s, mesh, graph, problems):
             problems.add("routes", f"Service {service}:{port} has per-method routes but no catch-all route")
 
 
+def home_namespace(obj):
+    """Where a namespaced object belongs: the monitoring stack (mon-*) in its
+    own namespace, everything else in ticketmesh."""
+    return MONITORING if obj["metadata"]["name"].startswith("mon-") else NAMESPACE
+
+
 def check_namespace(k8s, problems):
-    ns = named(k8s, "Namespace", NAMESPACE)
-    if ns is None:
-        problems.add("namespace", f"no Namespace {NAMESPACE}")
-        return
-    annotations = ns["metadata"].get("annotations", {})
-    if annotations.get("linkerd.io/inject") != "enabled":
-        problems.add("namespace", f"{NAMESPACE} is not annotated linkerd.io/inject: enabled")
-    if annotations.get("config.linkerd.io/default-inbound-policy") != "deny":
+    namespaces = {ns["metadata"]["name"]: ns for ns in by_kind(k8s, "Namespace")}
+    monitored = any(o["metadata"]["name"].startswith("mon-") for o in k8s if o["kind"] not in CLUSTER_KINDS)
+    # Both are meshed: the apps for mTLS and policy, the monitoring stack
+    # because Linkerd sends spans only to a meshed collector and the apps'
+    # admin ports admit only mon-prometheus's mTLS identity.
+    for name in [NAMESPACE] + ([MONITORING] if monitored else []):
+        ns = namespaces.get(name)
+        if ns is None:
+            problems.add("namespace", f"no Namespace {name}")
+            continue
+        if ns["metadata"].get("annotations", {}).get("linkerd.io/inject") != "enabled":
+            problems.add("namespace", f"{name} is not annotated linkerd.io/inject: enabled")
+    app_ns = namespaces.get(NAMESPACE, {"metadata": {}})
+    if app_ns["metadata"].get("annotations", {}).get("config.linkerd.io/default-inbound-policy") != "deny":
         problems.add("namespace", f"{NAMESPACE}'s default inbound policy is not deny")
     for obj in k8s:
-        if obj["kind"] != "Namespace" and obj["metadata"].get("namespace") != NAMESPACE:
-            problems.add("namespace", f"{obj['kind']}/{obj['metadata']['name']} is not in {NAMESPACE}")
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        ns = obj["metadata"].get("namespace")
+        if kind == "Namespace":
+            if name not in (NAMESPACE, MONITORING):
+                problems.add("namespace", f"Namespace {name}: the system has only {NAMESPACE} and {MONITORING}")
+        elif kind in CLUSTER_KINDS:
+            if ns is not None:
+                problems.add("namespace", f"{kind}/{name} is cluster-wide, yet names namespace {ns}")
+            if not name.startswith("mon-"):
+                problems.add("namespace", f"{kind}/{name}: only the monitoring stack (mon-*) reads the Kubernetes API")
+        elif ns != home_namespace(obj):
+            problems.add("namespace", f"{kind}/{name} is in {ns}, not {home_namespace(obj)}")
+
+
+def check_rbac(k8s, problems):
+    """The Kubernetes API: bindings name accounts and roles that exist here,
+    roles only read, and a pod mounts an API token exactly when its account
+    is bound to a role (Prometheus's discovery, Alloy's log tailing)."""
+    accounts = {(a["metadata"].get("namespace"), a["metadata"]["name"]): a for a in by_kind(k8s, "ServiceAccount")}
+    bound = set()
+    for binding in by_kind(k8s, "ClusterRoleBinding") + by_kind(k8s, "RoleBinding"):
+        name = f"{binding['kind']}/{binding['metadata']['name']}"
+        ref = binding["roleRef"]
+        if named(k8s, ref["kind"], ref["name"]) is None:
+            problems.add("rbac", f"{name} grants {ref['kind']} {ref['name']}, which is not here")
+        for subject in binding.get("subjects", []):
+            key = (subject.get("namespace", binding["metadata"].get("namespace")), subject["name"])
+            if subject["kind"] != "ServiceAccount" or key not in accounts:
+                problems.add("rbac", f"{name} binds {subject['kind']} {'/'.join(filter(None, key))}, which is no ServiceAccount here")
+            else:
+                bound.add(key)
+    for role in by_kind(k8s, "ClusterRole") + by_kind(k8s, "Role"):
+        for rule in role.get("rules", []):
+            writes = set(rule.get("verbs", [])) - READ_VERBS
+            if writes:
+                problems.add("rbac", f"{role['kind']}/{role['metadata']['name']} may {', '.join(sorted(writes))}: the system only reads the API")
+    for w in workloads(k8s):
+        spec = w["spec"]["template"]["spec"]
+        key = (w["metadata"].get("namespace"), spec.get("serviceAccountName", "default"))
+        account = accounts.get(key)
+        if account is None:
+            problems.add("rbac", f"{app_name(w)} runs as ServiceAccount {key[1]}, which is not here")
+            continue
+        mounted = spec.get("automountServiceAccountToken", account.get("automountServiceAccountToken", True))
+        if key in bound and not mounted:
+            problems.add("rbac", f"{app_name(w)} is granted API access but mounts no token")
+        if key not in bound and mounted:
+            problems.add("rbac", f"{app_name(w)} mounts an API token it has no use for (set automountServiceAccountToken: false)")
 
 
 # ---------------------------------------------------------------- workloads
@@ -364,6 +518,12 @@ def check_security(k8s, problems):
     for w in workloads(k8s):
         spec = w["spec"]["template"]["spec"]
         pod_sc = spec.get("securityContext", {})
+        for shared in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(shared):
+                problems.add("security", f"{app_name(w)} shares the node's namespaces ({shared})")
+        for volume in spec.get("volumes", []):
+            if "hostPath" in volume:
+                problems.add("security", f"{app_name(w)} mounts the node's filesystem (hostPath volume {volume['name']})")
         for c in containers(w):
             who = f"{app_name(w)}/{c['name']}"
             sc = c.get("securityContext", {})
@@ -380,6 +540,8 @@ def check_security(k8s, problems):
                 problems.add("security", f"{who} keeps Linux capabilities")
             if sc.get("privileged"):
                 problems.add("security", f"{who} is privileged")
+            if (effective(pod_sc, sc, "seccompProfile") or {}).get("type") != "RuntimeDefault":
+                problems.add("security", f"{who} has no RuntimeDefault seccomp profile")
             resources = c.get("resources", {})
             if "memory" not in resources.get("requests", {}) or "memory" not in resources.get("limits", {}):
                 problems.add("resources", f"{who} has no memory request and limit")
@@ -414,6 +576,8 @@ def check_images(k8s, binaries, problems):
                     problems.add("images", f"{who}: runs {name}, but the workload is {app_name(w)}")
             elif ":" not in image.split("/")[-1] or image.endswith(":latest"):
                 problems.add("images", f"{who}: pin the image's version ({image})")
+            elif app_name(w).startswith("mon-") and not RELEASE.search(image):
+                problems.add("images", f"{who}: pin an exact release, x.y.z or a digest ({image})")
 
 
 def help_env(binary):
@@ -584,10 +748,15 @@ def check_kind(k8s, versions, problems):
     if not re.search(r"kindest/node:v1\.3[1-5]\.\d+@sha256:[0-9a-f]{64}$", versions.get("KIND_NODE_IMAGE", "")):
         problems.add("kind", "the node image must be a digest-pinned Kubernetes 1.31-1.35 (Linkerd 2.20's range)")
     mapped = {m["containerPort"] for n in nodes for m in n.get("extraPortMappings", [])}
+    node_ports = set()
     for service in by_kind(k8s, "Service"):
         for p in service["spec"]["ports"]:
-            if "nodePort" in p and p["nodePort"] not in mapped:
-                problems.add("kind", f"node port {p['nodePort']} of {service['metadata']['name']} is not mapped to the host")
+            if "nodePort" in p:
+                node_ports.add(p["nodePort"])
+                if p["nodePort"] not in mapped:
+                    problems.add("kind", f"node port {p['nodePort']} of {service['metadata']['name']} is not mapped to the host")
+    for port in sorted(mapped - node_ports):
+        problems.add("kind", f"kind-config.yaml maps port {port}, which no Service's node port uses")
 
 
 def check_services(k8s, problems):
@@ -605,6 +774,208 @@ def check_services(k8s, problems):
             for p in service["spec"]["ports"]:
                 if p.get("targetPort") not in container_ports(pod):
                     problems.add("services", f"Service {service['metadata']['name']}: targetPort {p.get('targetPort')} is not a named port of {app_name(pod)}")
+    # Linkerd (2.19+) refuses connections to a port no Service declares, probes
+    # and scrapes included.
+    for w in workloads(k8s):
+        declared = {
+            p.get("targetPort")
+            for service in by_kind(k8s, "Service")
+            if service["spec"].get("selector") and all(pod_labels(w).get(k) == v for k, v in service["spec"]["selector"].items())
+            for p in service["spec"]["ports"]
+        }
+        for c in containers(w):
+            for p in c.get("ports", []):
+                if "name" not in p:
+                    problems.add("services", f"{app_name(w)}/{c['name']}: container port {p['containerPort']} has no name")
+                elif p["name"] not in declared:
+                    problems.add("services", f"{app_name(w)}/{c['name']}: port {p['name']} is on no Service (Linkerd blocks undeclared ports)")
+
+
+# ---------------------------------------------------------------- the observability stack's configuration
+
+
+def config_maps(k8s, key):
+    """The ConfigMaps that carry a file named `key`."""
+    return [cm for cm in by_kind(k8s, "ConfigMap") if key in cm.get("data", {})]
+
+
+def mounted_files(workload, config_map):
+    """{path in the container: key} for every file of `config_map` the workload mounts."""
+    spec = workload["spec"]["template"]["spec"]
+    files = {}
+    for volume in spec.get("volumes", []):
+        if volume.get("configMap", {}).get("name") != config_map["metadata"]["name"]:
+            continue
+        items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in config_map.get("data", {})]
+        for c in containers(workload):
+            for mount in c.get("volumeMounts", []):
+                if mount["name"] == volume["name"]:
+                    for item in items:
+                        files[f"{mount['mountPath'].rstrip('/')}/{item['path']}"] = item["key"]
+    return files
+
+
+def mounters(k8s, config_map):
+    ns = config_map["metadata"].get("namespace")
+    return [w for w in workloads(k8s) if w["metadata"].get("namespace") == ns and mounted_files(w, config_map)]
+
+
+def check_probe_shapes(k8s, problems):
+    """Images that cannot run here (the backing and monitoring services) are
+    held to the shape of their probes: a readiness and a liveness check, each
+    on a port the container declares. The services' own probes are run."""
+    for w in workloads(k8s):
+        for c in containers(w):
+            if c["image"].startswith("ticketmesh/"):
+                continue
+            who = f"{app_name(w)}/{c['name']}"
+            ports = {p.get("name") for p in c.get("ports", [])} | {p["containerPort"] for p in c.get("ports", [])}
+            for kind in ("readinessProbe", "livenessProbe"):
+                probe = c.get(kind)
+                if probe is None:
+                    problems.add("probe-shape", f"{who} has no {kind}")
+                    continue
+                for handler in ("httpGet", "tcpSocket", "grpc"):
+                    if handler in probe and probe[handler]["port"] not in ports:
+                        problems.add("probe-shape", f"{who} {kind}: port {probe[handler]['port']} is not a port of the container")
+                if "httpGet" in probe and not probe["httpGet"].get("path", "").startswith("/"):
+                    problems.add("probe-shape", f"{who} {kind}: path {probe['httpGet'].get('path')!r} is not absolute")
+
+
+def check_mounts(k8s, problems):
+    """Every volume is mounted and every mount has a volume; every ConfigMap,
+    Secret and Secret key a pod uses is here (else the pod never starts); a
+    ConfigMap mounted with `items` mounts all its keys, so a file added to
+    its generator is not silently left out."""
+    for w in workloads(k8s):
+        ns = w["metadata"].get("namespace")
+        spec = w["spec"]["template"]["spec"]
+        claims = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounted = {m["name"] for c in containers(w) for m in c.get("volumeMounts", [])}
+        for name in sorted(mounted - set(volumes) - claims):
+            problems.add("mounts", f"{app_name(w)} mounts {name}, which is no volume of the pod")
+        for name in sorted(set(volumes) - mounted):
+            problems.add("mounts", f"{app_name(w)}: volume {name} is mounted nowhere")
+        for name, volume in volumes.items():
+            for kind, field in (("ConfigMap", "configMap"), ("Secret", "secret")):
+                if field not in volume:
+                    continue
+                ref = volume[field].get("name") or volume[field].get("secretName")
+                obj = next((o for o in by_kind(k8s, kind) if o["metadata"]["name"] == ref and o["metadata"].get("namespace") == ns), None)
+                if obj is None:
+                    problems.add("mounts", f"{app_name(w)}: volume {name} is {kind} {ref}, which is not in {ns}")
+                    continue
+                keys = set(obj.get("data", {})) | set(obj.get("binaryData", {})) | set(obj.get("stringData", {}))
+                items = volume[field].get("items")
+                if items:
+                    listed = {i["key"] for i in items}
+                    for key in sorted(keys - listed):
+                        problems.add("mounts", f"{app_name(w)}: {kind} {ref} has {key}, which volume {name} does not mount")
+                    for key in sorted(listed - keys):
+                        problems.add("mounts", f"{app_name(w)}: volume {name} mounts {key}, which {kind} {ref} lacks")
+        for c in containers(w):
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    continue
+                secret = next((o for o in by_kind(k8s, "Secret") if o["metadata"]["name"] == ref["name"] and o["metadata"].get("namespace") == ns), None)
+                if secret is None or ref["key"] not in {**secret.get("data", {}), **secret.get("stringData", {})}:
+                    problems.add("mounts", f"{app_name(w)}/{c['name']}: {var['name']} reads {ref['name']}/{ref['key']}, which is not in {ns}")
+
+
+def check_sizes(k8s, problems):
+    for obj in by_kind(k8s, "ConfigMap") + by_kind(k8s, "Secret"):
+        size = len(json.dumps(obj, separators=(",", ":")))
+        if size > LAST_APPLIED_LIMIT:
+            problems.add("sizes", f"{obj['kind']} {obj['metadata']['name']} is {size} bytes: `kubectl apply` cannot record more than {LAST_APPLIED_LIMIT}; split its generator")
+
+
+def service_ports(k8s):
+    return {
+        (s["metadata"].get("namespace"), s["metadata"]["name"]): {p["port"] for p in s["spec"]["ports"]}
+        for s in by_kind(k8s, "Service")
+    }
+
+
+def check_references(k8s, values, problems):
+    """Every Service a config file names by host:port (Prometheus's targets and
+    Alertmanager, the collector's exporter, Alloy's Loki, Grafana's data
+    sources) has that port, and Linkerd sends the proxies' spans to a Service
+    port of the collector, under the collector's own identity."""
+    ports = service_ports(k8s)
+    for cm in by_kind(k8s, "ConfigMap"):
+        ns = cm["metadata"].get("namespace")
+        for key, text in sorted(cm.get("data", {}).items()):
+            for host, host_ns, port in SERVICE_ADDRESS.findall(text):
+                if int(port) not in ports.get((host_ns or ns, host), set()):
+                    problems.add("references", f"ConfigMap {cm['metadata']['name']} ({key}) names {host}{'.' + host_ns if host_ns else ''}:{port}, which is no Service port in {host_ns or ns}")
+    collector = values.get("proxy", {}).get("tracing", {}).get("collector", {})
+    endpoint = collector.get("endpoint", "")
+    found = SERVICE_ADDRESS.findall(endpoint)
+    if not found:
+        problems.add("references", f"{LINKERD_VALUES}: the trace collector endpoint {endpoint!r} names no Service here")
+        return
+    host, host_ns, port = found[0]
+    if int(port) not in ports.get((host_ns, host), set()):
+        problems.add("references", f"{LINKERD_VALUES}: the trace collector {endpoint} is no Service port here")
+    identity = collector.get("meshIdentity", {})
+    service = next((s for s in by_kind(k8s, "Service") if s["metadata"]["name"] == host and s["metadata"].get("namespace") == host_ns), None)
+    runs_as = {
+        (w["metadata"].get("namespace"), w["spec"]["template"]["spec"].get("serviceAccountName"))
+        for w in (selected(k8s, service["spec"]["selector"]) if service else [])
+    }
+    if (identity.get("namespace"), identity.get("serviceAccountName")) not in runs_as:
+        problems.add("references", f"{LINKERD_VALUES}: meshIdentity {identity} is not the account the collector runs as ({runs_as or 'none'}): the proxies would refuse it")
+
+
+def check_prometheus(k8s, problems):
+    """The cluster Prometheus has exactly the jobs the rules and dashboards
+    expect, discovers only namespaces that exist, and finds its rule files
+    where the pod mounts them."""
+    namespaces = {ns["metadata"]["name"] for ns in by_kind(k8s, "Namespace")}
+    for cm in config_maps(k8s, "prometheus.yml"):
+        config = yaml.safe_load(cm["data"]["prometheus.yml"])
+        jobs = {job["job_name"] for job in config.get("scrape_configs", [])}
+        for job in sorted(jobs - PROMETHEUS_JOBS):
+            problems.add("prometheus", f"prometheus.yml has job {job}, which the rules and dashboards do not know ({', '.join(sorted(PROMETHEUS_JOBS))})")
+        for job in sorted(PROMETHEUS_JOBS - jobs):
+            problems.add("prometheus", f"prometheus.yml has no job {job}")
+        for job in config.get("scrape_configs", []):
+            for sd in job.get("kubernetes_sd_configs", []):
+                for ns in sd.get("namespaces", {}).get("names", []):
+                    if ns not in namespaces:
+                        problems.add("prometheus", f"job {job['job_name']} discovers namespace {ns}, which is not here")
+        for w in mounters(k8s, cm):
+            files = mounted_files(w, cm)
+            config_path = next((p for p, key in files.items() if key == "prometheus.yml"), None)
+            for rule_file in config.get("rule_files", []):
+                path = rule_file if rule_file.startswith("/") else f"{config_path.rsplit('/', 1)[0]}/{rule_file}"
+                if path not in files:
+                    problems.add("prometheus", f"{app_name(w)}: rule file {rule_file} is not mounted ({path})")
+
+
+def check_grafana(k8s, problems):
+    """Grafana's dashboard provider reads the folder the dashboards are
+    mounted in, and its home dashboard is one of them."""
+    for cm in config_maps(k8s, "dashboards.yaml"):
+        providers = yaml.safe_load(cm["data"]["dashboards.yaml"]).get("providers", [])
+        for w in mounters(k8s, cm):
+            dashboards = {
+                path: key
+                for other in by_kind(k8s, "ConfigMap")
+                for path, key in mounted_files(w, other).items()
+                if key.endswith(".json")
+            }
+            folders = {path.rsplit("/", 1)[0] for path in dashboards}
+            for provider in providers:
+                folder = provider.get("options", {}).get("path", "").rstrip("/")
+                if folder not in folders:
+                    problems.add("grafana", f"{app_name(w)}: provider {provider.get('name')} reads {folder}, where no dashboard is mounted ({', '.join(sorted(folders)) or 'none'})")
+            for c in containers(w):
+                for var in c.get("env", []):
+                    if var["name"] == "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH" and var.get("value") not in dashboards:
+                        problems.add("grafana", f"{app_name(w)}: the home dashboard {var.get('value')} is not a mounted dashboard")
 
 
 # ---------------------------------------------------------------- main
@@ -612,21 +983,29 @@ def check_services(k8s, problems):
 
 def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, schemas=True):
     problems = Problems()
-    for name, objects in rendered.items():
-        if schemas:
+    manifests = {name: objects for name, objects in rendered.items() if name != LINKERD_VALUES}
+    if schemas:
+        for objects in manifests.values():
             check_schemas(objects, problems)
     mesh = rendered["mesh"]
-    for name, k8s in rendered.items():
+    for name, k8s in manifests.items():
         if name == "mesh":
             continue
         local = Problems()
         check_namespace(k8s, local)
+        check_rbac(k8s, local)
         check_services(k8s, local)
         check_security(k8s, local)
         check_images(k8s, binaries, local)
+        check_probe_shapes(k8s, local)
+        check_mounts(k8s, local)
+        check_sizes(k8s, local)
+        check_prometheus(k8s, local)
+        check_grafana(k8s, local)
         check_policy(k8s, mesh, graph, local)
         if name.startswith("k8s/overlays/"):
             check_kind(k8s, versions, local)
+            check_references(k8s, rendered[LINKERD_VALUES], local)
         problems.extend(f"{name}: {p}" for p in local)
     k8s = rendered["k8s/overlays/kind"]
     check_routes(k8s, mesh, graph, problems)
@@ -652,6 +1031,19 @@ def mutations(rendered):
     def deployment(r, name):
         return find(r, kind, "Deployment", name)["spec"]["template"]["spec"]
 
+    def edit_file(r, key, old, new):
+        data = config_maps(r[kind], key)[0]["data"]
+        if old not in data[key]:
+            raise SystemExit(f"self-test: {old!r} is no longer in {key}; update the mutation")
+        data[key] = data[key].replace(old, new)
+
+    def mount(r, workload, volume):
+        return next(m for c in deployment(r, workload)["containers"] for m in c["volumeMounts"] if m["name"] == volume)
+
+    def unmap(service):
+        service["spec"]["type"] = "ClusterIP"
+        service["spec"]["ports"][0].pop("nodePort")
+
     yield "an unknown field in a Deployment", "schema", broken(
         lambda r: deployment(r, "app-event")["containers"][0].__setitem__("livenesProbe", {}))
     yield "an unknown field in a Server", "schema", broken(
@@ -664,10 +1056,21 @@ def mutations(rendered):
     yield "a method added to an inbound route", "call-graph", broken(
         lambda r: find(r, "mesh", "GRPCRoute", "app-storage-reads")["spec"]["rules"][0]["matches"].append(
             {"method": {"service": "ticketmesh.v1.StorageService", "method": "SaveEvent"}}))
+    yield "the proxies' metrics opened to another identity", "call-graph", broken(
+        lambda r: find(r, "mesh", "MeshTLSAuthentication", "prometheus-servers")["spec"]["identityRefs"].append(
+            {"kind": "ServiceAccount", "name": "app-gateway"}))
+    yield "a path added to the proxies' probe route", "call-graph", broken(
+        lambda r: find(r, "mesh", "HTTPRoute", "linkerd-proxy-probes")["spec"]["rules"][0]["matches"].append(
+            {"path": {"type": "Exact", "value": "/metrics"}}))
+    yield "the canary's scrape policy removed", "call-graph", broken(
+        lambda r: r["mesh"].remove(find(r, "mesh", "AuthorizationPolicy", "app-simulator-admin")))
     yield "a Server on a port the pods do not have", "policy", broken(
         lambda r: find(r, "mesh", "Server", "app-event-admin")["spec"].__setitem__("port", "metrics"))
     yield "a policy on a missing Server", "policy", broken(
         lambda r: find(r, "mesh", "AuthorizationPolicy", "infra-redis")["spec"]["targetRef"].__setitem__("name", "infra-redis-typo"))
+    yield "the proxies' admin Server on some pods only", "policy", broken(
+        lambda r: find(r, "mesh", "Server", "linkerd-proxy-admin")["spec"].__setitem__(
+            "podSelector", {"matchLabels": {"app.kubernetes.io/name": "app-event"}}))
     yield "retries on a write", "routes", broken(
         lambda r: find(r, "mesh", "GRPCRoute", "app-storage-writes-outbound")["metadata"]["annotations"].__setitem__(
             "retry.linkerd.io/grpc", "unavailable"))
@@ -675,8 +1078,16 @@ def mutations(rendered):
         lambda r: r["mesh"].remove(find(r, "mesh", "GRPCRoute", "app-event-other-outbound")))
     yield "a container running as root", "security", broken(
         lambda r: deployment(r, "infra-redis")["securityContext"].__setitem__("runAsUser", 0))
+    yield "a monitoring container running as root", "security", broken(
+        lambda r: deployment(r, "mon-loki")["securityContext"].__setitem__("runAsUser", 0))
     yield "a writable root filesystem", "security", broken(
         lambda r: deployment(r, "app-gateway")["containers"][0]["securityContext"].__setitem__("readOnlyRootFilesystem", False))
+    yield "a pod without a seccomp profile", "security", broken(
+        lambda r: deployment(r, "mon-alloy")["securityContext"].pop("seccompProfile"))
+    yield "a log shipper reading the node's files", "security", broken(
+        lambda r: deployment(r, "mon-alloy")["volumes"].append({"name": "varlog", "hostPath": {"path": "/var/log"}}))
+    yield "a monitoring image on a floating tag", "images", broken(
+        lambda r: deployment(r, "mon-grafana")["containers"][0].__setitem__("image", "grafana/grafana:12"))
     yield "an env var the binary does not read", "env", broken(
         lambda r: deployment(r, "app-storage")["containers"][0]["env"].append({"name": "STORAGE_PORT", "value": "1"}))
     yield "an image the Dockerfile does not build", "images", broken(
@@ -686,11 +1097,55 @@ def mutations(rendered):
     yield "a gRPC probe for a service app-notifier does not serve", "probes", broken(
         lambda r: deployment(r, "app-notifier")["containers"][0]["readinessProbe"]["grpc"].__setitem__(
             "service", "ticketmesh.v1.StorageService"))
+    yield "a monitoring probe on a port the container lacks", "probe-shape", broken(
+        lambda r: deployment(r, "mon-grafana")["containers"][0]["readinessProbe"]["httpGet"].__setitem__("port", "web"))
     yield "a node port kind does not map", "kind", broken(
         lambda r: find(r, kind, "Service", "app-gateway")["spec"]["ports"][0].__setitem__("nodePort", 30081))
+    yield "a host port mapped to no node port", "kind", broken(
+        lambda r: unmap(find(r, kind, "Service", "mon-alertmanager")))
+    yield "a container port no Service declares", "services", broken(
+        lambda r: find(r, kind, "Service", "mon-otel-collector")["spec"]["ports"].pop())
     yield "a namespace without default-deny", "namespace", broken(
         lambda r: find(r, kind, "Namespace", "ticketmesh")["metadata"]["annotations"].pop(
             "config.linkerd.io/default-inbound-policy"))
+    yield "an unmeshed monitoring namespace", "namespace", broken(
+        lambda r: find(r, kind, "Namespace", MONITORING)["metadata"]["annotations"].pop("linkerd.io/inject"))
+    yield "a monitoring object in the app namespace", "namespace", broken(
+        lambda r: find(r, kind, "Service", "mon-grafana")["metadata"].__setitem__("namespace", NAMESPACE))
+    yield "a ClusterRole that writes", "rbac", broken(
+        lambda r: find(r, kind, "ClusterRole", "mon-prometheus")["rules"][0]["verbs"].append("delete"))
+    yield "an API token mounted without a use", "rbac", broken(
+        lambda r: deployment(r, "mon-grafana").__setitem__("automountServiceAccountToken", True))
+    yield "a binding to an account that is not there", "rbac", broken(
+        lambda r: find(r, kind, "ClusterRoleBinding", "mon-alloy")["subjects"][0].__setitem__("namespace", NAMESPACE))
+    yield "a rule file left out of Prometheus's mount", "mounts", broken(
+        lambda r: deployment(r, "mon-prometheus")["volumes"][0]["configMap"]["items"].pop())
+    yield "a mount of a ConfigMap that is not there", "mounts", broken(
+        lambda r: deployment(r, "mon-loki")["volumes"][0]["configMap"].__setitem__("name", "mon-loki-typo"))
+    yield "a ConfigMap too big for kubectl apply", "sizes", broken(
+        lambda r: config_maps(r[kind], "mesh.json")[0]["data"].__setitem__("mesh.json", " " * LAST_APPLIED_LIMIT))
+    yield "Alertmanager named on a port it does not serve", "references", broken(
+        lambda r: edit_file(r, "prometheus.yml", "mon-alertmanager:9093", "mon-alertmanager:9094"))
+    yield "a trace collector identity the proxies would refuse", "references", broken(
+        lambda r: r[LINKERD_VALUES]["proxy"]["tracing"]["collector"]["meshIdentity"].__setitem__("serviceAccountName", "otel-collector"))
+    yield "a Prometheus job renamed", "prometheus", broken(
+        lambda r: edit_file(r, "prometheus.yml", "job_name: linkerd-proxy", "job_name: linkerd-proxies"))
+    yield "dashboards mounted where the provider does not look", "grafana", broken(
+        lambda r: mount(r, "mon-grafana", "dashboards").__setitem__("mountPath", "/etc/grafana/dashboards"))
+
+
+def tree_mutations(tree, files):
+    """(what it breaks, a broken copy of the kustomizations and the file list)."""
+
+    def broken(change):
+        tree_, files_ = copy.deepcopy(tree), set(files)
+        change(tree_, files_)
+        return tree_, files_
+
+    yield "a generator naming a file that does not exist", broken(
+        lambda t, f: t["k8s/monitoring/mon-loki"]["configMapGenerator"][0]["files"].append("limits.yaml"))
+    yield "a dashboard in no generator", broken(
+        lambda t, f: f.add("k8s/monitoring/mon-grafana/dashboards/capacity.json"))
 
 
 def main():
@@ -704,8 +1159,16 @@ def main():
     versions = read_env_file(ROOT / "mesh" / "versions.env")
     binaries = dockerfile_binaries()
     missing = workspace_binaries() - binaries
+    tree, files = kustomization_tree()
+    generated = Problems()
+    check_generators(tree, files, generated)
+    if generated:
+        # kustomize would fail, or render a cluster without some of the files.
+        for p in generated:
+            print(f"FAIL {p}")
+        sys.exit(1)
     rendered = render()
-    print(f"rendered {', '.join(f'{k} ({len(v)} objects)' for k, v in rendered.items())}")
+    print(f"rendered {', '.join(f'{k} ({len(v)} objects)' for k, v in rendered.items() if k != LINKERD_VALUES)}")
 
     problems = run_checks(rendered, graph, versions, binaries, bindir, not args.skip_probes)
     check_vendored_schemas(problems)
@@ -729,6 +1192,14 @@ def main():
             else:
                 failed_self_test.append(what)
                 print(f"self-test FAIL: {what} went unnoticed by the {check} check")
+        for what, (tree_, files_) in tree_mutations(tree, files):
+            found = Problems()
+            check_generators(tree_, files_, found)
+            if found:
+                print(f"self-test ok: {what} -> {found[0]}")
+            else:
+                failed_self_test.append(what)
+                print(f"self-test FAIL: {what} went unnoticed by the generators check")
     if problems or failed_self_test:
         sys.exit(1)
 

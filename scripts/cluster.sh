@@ -7,7 +7,8 @@
 #   images    build, then `kind load` into the node
 #   gateway-api  Gateway API CRDs (standard channel)
 #   linkerd   Linkerd CRDs and control plane (proxy tracing on), then viz
-#   deploy    k8s/overlays/kind and mesh/, restarts what got a new image
+#   deploy    the trace collector first, then k8s/overlays/kind (the services
+#             and the observability stack) and mesh/; restarts what got a new image
 #   wait      rollouts, then `linkerd check --proxy`
 #   urls      where everything is, and what to run next
 #   down | status | logs [APP] | grpcurl list|health | dashboard
@@ -20,6 +21,8 @@ cd "$(dirname "$0")/.."
 CLUSTER=ticketmesh
 CONTEXT=kind-$CLUSTER
 NS=ticketmesh
+MON_NS=ticketmesh-monitoring
+MONITORING=(mon-otel-collector mon-jaeger mon-prometheus mon-alertmanager mon-blackbox mon-loki mon-alloy mon-grafana)
 BINARIES=(app-gateway app-event app-notifier app-storage app-simulator)
 TAG=${TAG:-dev}
 STATE=.tmp/kind
@@ -142,11 +145,20 @@ install_linkerd() {
 }
 
 deploy() {
-  step "ticketmesh (k8s/overlays/kind) and its mesh policy (mesh/)"
+  # A proxy sends its spans to the collector from the moment its pod starts:
+  # the collector (meshed, in its own namespace) is up before anything else.
+  step "the trace collector (k8s/monitoring/mon-otel-collector)"
+  k apply -f k8s/monitoring/namespace.yaml
+  k apply -k k8s/overlays/kind --selector app.kubernetes.io/name=mon-otel-collector
+  k -n "$MON_NS" rollout status deployment/mon-otel-collector --timeout 300s
+  step "ticketmesh and its observability stack (k8s/overlays/kind), the mesh policy (mesh/)"
   k apply -k k8s/overlays/kind
   k apply -k mesh
-  # viz's Prometheus reads the proxies' metrics; default-deny would refuse it.
-  l viz allow-scrapes --namespace "$NS" | k apply -f -
+  # mesh/linkerd-proxy.yaml lets both Prometheus servers read the proxies'
+  # metrics. A cluster made before it has `linkerd viz allow-scrapes`'s Server
+  # on the same port, which would shadow it: remove that one.
+  k -n "$NS" delete --ignore-not-found server.policy.linkerd.io/proxy-admin \
+    authorizationpolicy.policy.linkerd.io/prometheus-scrape authorizationpolicy.policy.linkerd.io/proxy-probes
   if [ -s "$STATE/changed" ]; then
     while read -r bin; do k -n "$NS" rollout restart "deployment/$bin"; done <"$STATE/changed"
     : >"$STATE/changed"
@@ -162,19 +174,28 @@ wait_ready() {
     printf '  %-32s ' "$w"
     k -n "$NS" rollout status "$w" --timeout 300s >/dev/null && echo ready
   done
+  for m in "${MONITORING[@]}"; do
+    printf '  %-32s ' "deployment/$m"
+    k -n "$MON_NS" rollout status "deployment/$m" --timeout 300s >/dev/null && echo ready
+  done
   l check --proxy --namespace "$NS"
+  l check --proxy --namespace "$MON_NS"
 }
 
 urls() {
   cat <<EOF
 
 ticketmesh runs under Linkerd on kind (context $CONTEXT).
-  gateway     http://localhost:30080   (curl http://localhost:30080/ ; make webhook URL=http://localhost:30080)
-  viz         make dashboard           (topology, golden metrics, mTLS per edge)
-  status      make status              (pods, linkerd viz stat, edges with their mTLS identities)
-  logs        make logs [APP=app-event]
-  gRPC        make grpcurl-list CLUSTER=kind ; make grpcurl-health CLUSTER=kind
-  remove      make kind-down
+  gateway      http://localhost:30080   (curl http://localhost:30080/ ; make webhook URL=http://localhost:30080)
+  Grafana      http://localhost:30300   (metrics, traces and logs; anyone may view; admin / ticketmesh-demo)
+  Prometheus   http://localhost:30090   (targets, rules, alerts)
+  Alertmanager http://localhost:30093
+  Jaeger       http://localhost:30686   (traces: the services' spans and one per meshed hop)
+  viz          make dashboard           (topology, golden metrics, mTLS per edge)
+  status       make status              (pods, linkerd viz stat, edges with their mTLS identities)
+  logs         make logs [APP=app-event]
+  gRPC         make grpcurl-list CLUSTER=kind ; make grpcurl-health CLUSTER=kind
+  remove       make kind-down
 EOF
 }
 
@@ -185,6 +206,8 @@ down() {
 
 status() {
   k -n "$NS" get pods -o wide
+  echo
+  k -n "$MON_NS" get pods
   echo
   l viz stat deploy -n "$NS"
   echo
@@ -239,5 +262,5 @@ case ${1:-} in
   logs) logs "${2:-}" ;;
   grpcurl) grpcurl_cluster "${2:?list or health}" ;;
   dashboard) l viz dashboard ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,15p' "$0" >&2; exit 2 ;;
 esac

@@ -393,7 +393,8 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
         5.0,
     )
     .await;
-    let published = |key| sample(&notifier, "amqp_publish_total", &[("routing_key", key), ("status", "published")]);
+    let published =
+        |key| sample(&notifier, "amqp_publish_total", &[("routing_key", key), ("status", "published")]);
     assert_eq!(published("ticket.created"), 4.0);
     assert_eq!(published("ticket.updated"), 1.0);
     assert_eq!(sample(&notifier, "grpc_server_handled_total", &with_code(&publish, "OK")), 5.0);

@@ -14,9 +14,9 @@ use std::{
 
 use clap::Parser;
 use ticketmesh_proto::v1::{
-    Destination, HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse,
+    Destination, EventType, HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse,
     ListSnsNotificationsRequest, ListSnsNotificationsResponse, PublishRequest, RecordSnsNotificationRequest,
-    RecordSnsNotificationResponse, SaveEventRequest, SnsNotification, Ticket, TicketEvent, EventType,
+    RecordSnsNotificationResponse, SaveEventRequest, SnsNotification, Ticket, TicketEvent,
     event_service_server::{EventService, EventServiceServer},
     notifier_service_client::NotifierServiceClient,
     storage_service_client::StorageServiceClient,
@@ -110,15 +110,28 @@ impl Business {
             let revenue = ticket.price.as_ref().and_then(|price| {
                 let cents = price.units.checked_mul(100)?.checked_add(i64::from(price.nanos / 10_000_000))?;
                 let currency = price.currency_code.as_str();
-                let currency = if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) { currency } else { "other" };
+                let currency = if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                    currency
+                } else {
+                    "other"
+                };
                 // The parser refuses negative prices; a counter never goes down.
                 Some((self.revenue_cents.with_label_values(&[currency]), u64::try_from(cents).ok()?))
             });
-            Counts { ticket: self.tickets.with_label_values(&["ticket_created", category]), revenue, cancellation: None }
+            Counts {
+                ticket: self.tickets.with_label_values(&["ticket_created", category]),
+                revenue,
+                cancellation: None,
+            }
         } else {
-            let cancellation = (!ticket.cancellation_reason.is_empty())
-                .then(|| self.cancellations.with_label_values(&[self.reasons.get(&ticket.cancellation_reason)]));
-            Counts { ticket: self.tickets.with_label_values(&["ticket_updated", category]), revenue: None, cancellation }
+            let cancellation = (!ticket.cancellation_reason.is_empty()).then(|| {
+                self.cancellations.with_label_values(&[self.reasons.get(&ticket.cancellation_reason)])
+            });
+            Counts {
+                ticket: self.tickets.with_label_values(&["ticket_updated", category]),
+                revenue: None,
+                cancellation,
+            }
         }
     }
 }

@@ -20,7 +20,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     if args.canary {
         let failures = app_simulator::canary(&args, stop).await?;
-        return Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        // With --count the exit status is the verdict; a canary that runs
+        // until stopped reports through its output and metrics, and a stop
+        // is not a failure.
+        let failed = args.count.is_some() && failures > 0;
+        return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
     // A progress line every second on a terminal, every 5 s in a log.
     let progress = Duration::from_secs(if std::io::stderr().is_terminal() { 1 } else { 5 });
