@@ -79,16 +79,16 @@ class Stack:
             "app-event": {"GRPC_ADDR": f"127.0.0.1:{p['event']}", "ADMIN_ADDR": f"127.0.0.1:{p['event_admin']}", **urls},
             "app-gateway": {"HTTP_ADDR": f"127.0.0.1:{p['http']}", "WEBHOOK_SECRET": "secret", **urls},
         }
-        self.storage_metrics = f"http://127.0.0.1:{p['storage_admin']}/metrics"
-        self.ready_urls = [f"{self.base}/ready"] + [
-            f"http://127.0.0.1:{p[k]}/ready" for k in ("event_admin", "notifier_admin", "storage_admin")
-        ]
-        self.logs = tempfile.TemporaryFile()
-        self.bindir = bindir
+        # Where each service serves /ready and /metrics: the gateway on its
+        # own port, the others on their admin port.
         self.admin = {
             "app-gateway": self.base,
             **{f"app-{k}": f"http://127.0.0.1:{p[k + '_admin']}" for k in ("event", "notifier", "storage")},
         }
+        self.storage_metrics = self.admin["app-storage"] + "/metrics"
+        self.ready_urls = [url + "/ready" for url in self.admin.values()]
+        self.logs = tempfile.TemporaryFile()
+        self.bindir = bindir
         self.grpc = {f"app-{k}": f"127.0.0.1:{p[k]}" for k in ("event", "notifier", "storage")}
         self.common = common
         started = time.monotonic()

@@ -245,32 +245,36 @@ def identity(ref, default_ns=NAMESPACE):
     return ref["name"] if ns == NAMESPACE else f"{ns}/{ref['name']}"
 
 
+def route_matches(route):
+    """Every match of a route's rules; None when a rule has none (it takes everything)."""
+    found = []
+    for rule in route["spec"].get("rules", []):
+        if not rule.get("matches"):
+            return None
+        found += rule["matches"]
+    return found
+
+
 def route_methods(route):
     """The gRPC methods a GRPCRoute matches, as `Service/Method` or `Service/*`;
     None for a rule without matches (every method)."""
-    methods = set()
-    for rule in route["spec"].get("rules", []):
-        matches = rule.get("matches")
-        if not matches:
-            return None
-        for m in matches:
-            method = m.get("method", {})
-            methods.add(f"{method.get('service', '*')}/{method.get('method', '*')}")
-    return methods
+    matches = route_matches(route)
+    if matches is None:
+        return None
+    return {f"{m.get('method', {}).get('service', '*')}/{m.get('method', {}).get('method', '*')}" for m in matches}
 
 
 def route_paths(route):
     """The paths an HTTPRoute matches: `/x` exactly, `/x*` as a prefix; None
     for a rule without matches (every path)."""
+    matches = route_matches(route)
+    if matches is None:
+        return None
     paths = set()
-    for rule in route["spec"].get("rules", []):
-        matches = rule.get("matches")
-        if not matches:
-            return None
-        for m in matches:
-            path = m.get("path", {})
-            value = path.get("value", "/")
-            paths.add(value if path.get("type", "PathPrefix") == "Exact" else f"{value}*")
+    for m in matches:
+        path = m.get("path", {})
+        value = path.get("value", "/")
+        paths.add(value if path.get("type", "PathPrefix") == "Exact" else f"{value}*")
     return paths
 
 

@@ -10,22 +10,19 @@ latency graph (histogram_quantile) links to the traces in Jaeger, since the
 prometheus crate cannot attach exemplars. Loki's derived fields and Jaeger's
 trace-to-logs must point at provisioned data sources too.
 
-Usage: dashboards.py [--root DIR] [--self-test] [--queries] [--promtool]
+Usage: dashboards.py [--root DIR] [--self-test] [--queries]
   --self-test  also break the files in memory in known ways and make sure each
                check notices (so a check that cannot fail is caught).
   --queries    print every query, Grafana variables substituted, as JSON lines.
-  --promtool   parse every Prometheus query with `promtool check rules`.
-Needs: Python 3.11 and pyyaml.
+`make observability` runs the checks and the self-test, then every query
+against a real Prometheus (scripts/observe.py). Needs Python 3.11 and pyyaml.
 """
 
 import argparse
 import copy
 import json
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -243,31 +240,6 @@ def queries(root: Path = REPO) -> list[dict]:
     return queries_of(load_dashboards(root))
 
 
-def promtool(found: list[dict]) -> list[str]:
-    """Parse every Prometheus query with promtool, as recording rules."""
-    binary = shutil.which("promtool")
-    if not binary:
-        return ["promtool is not on PATH"]
-    prom = [q for q in found if q["datasource_type"] == "prometheus"]
-    rules = [{"record": f"dashboard:query_{i}:check", "expr": q["expr"]} for i, q in enumerate(prom)]
-    with tempfile.NamedTemporaryFile("w", suffix=".yml") as file:
-        yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, file)
-        file.flush()
-        run = subprocess.run([binary, "check", "rules", file.name], capture_output=True, text=True)
-    if run.returncode == 0:
-        return []
-    lines = (run.stdout + run.stderr).strip().splitlines()
-    found_problems = []
-    for line in lines:
-        match = re.search(r"group \"dashboards\", rule (\d+)", line)
-        if match and 0 < int(match.group(1)) <= len(prom):
-            q = prom[int(match.group(1)) - 1]
-            found_problems.append(f"{q['dashboard']}: panel {q['panel']!r} {q['ref']}: {line.strip()}")
-        elif "FAILED" in line or "error" in line.lower():
-            found_problems.append(f"promtool: {line.strip()}")
-    return found_problems or [f"promtool: {' '.join(lines)}"]
-
-
 def self_test(root: Path) -> list[str]:
     """Break the files in memory in known ways; each break must be reported."""
     texts = read_texts(root)
@@ -339,12 +311,9 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=REPO, help="the repository (or the mon-grafana folder)")
     parser.add_argument("--self-test", action="store_true", help="also check that each check can fail")
     parser.add_argument("--queries", action="store_true", help="print the queries as JSON lines")
-    parser.add_argument("--promtool", action="store_true", help="parse the Prometheus queries with promtool")
     args = parser.parse_args()
 
     found = problems(args.root)
-    if not found and args.promtool:
-        found = promtool(queries(args.root))
     if not found and args.self_test:
         found = self_test(args.root)
     for problem in found:

@@ -124,13 +124,6 @@ def local_prometheus(apps, grpc, canary, blackbox, alertmanager, rule_files, int
     }
 
 
-def scrape_targets(stack):
-    """Service -> the host:port Prometheus scrapes (admin ports; the gateway's
-    http port) and the gRPC ports the blackbox probes, from a bench.Stack."""
-    apps = {name: url.removeprefix("http://") for name, url in stack.admin.items()}
-    return apps, stack.grpc
-
-
 def short_for_rules(directory, for_="3s"):
     """alerts.yml with every `for:` shortened, written to `directory`: the
     induced-failure test must not wait 5 minutes. Generated from the real
@@ -269,7 +262,8 @@ def static_checks():
                 problems.append(f"{name}: runbook {runbook!r} is not a section of {RUNBOOKS.relative_to(ROOT)}")
 
     problems += alert_test_coverage()
-    problems += dashboards.problems(ROOT)
+    found = dashboards.problems(ROOT)
+    problems += found or dashboards.self_test(ROOT)
     return problems
 
 
@@ -448,7 +442,8 @@ def live_check(problems):
         canary = subprocess.Popen([str(ROOT / "target" / "debug" / "app-simulator"), "--url", stack.base, "--canary",
                                    "--interval", "1s", "--metrics-addr", canary_addr],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        apps, grpc = scrape_targets(stack)
+        apps = {name: url.removeprefix("http://") for name, url in stack.admin.items()}
+        grpc = stack.grpc
         rules = [RULES[0], short_for_rules(workdir)]
         daemons, urls = start_monitoring(workdir, apps, grpc, canary_addr, rules, "1s")
         print(f"Prometheus {urls['prometheus']}, Alertmanager {urls['alertmanager']}; driving traffic for 20 s…",

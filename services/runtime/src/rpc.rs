@@ -160,6 +160,14 @@ enum Side {
 }
 
 impl Side {
+    /// The span kind, as OpenTelemetry names it.
+    fn kind(self) -> &'static str {
+        match self {
+            Side::Server => "server",
+            Side::Client => "client",
+        }
+    }
+
     fn metrics(self) -> &'static Metrics {
         match self {
             Self::Server => &SERVER,
@@ -274,34 +282,26 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let method = method(request.uri().path());
-        let span = match self.side {
-            Side::Server if method.traced => {
-                let span = tracing::info_span!(
-                    "grpc.server",
-                    otel.name = %method.name,
-                    otel.kind = "server",
-                    rpc.system = "grpc",
-                    rpc.service = %method.service,
-                    rpc.method = %method.method,
-                    rpc.grpc.status_code = Empty,
-                );
-                telemetry::set_parent(&span, telemetry::extract_headers(request.headers()));
-                span
+        // A server call is always traced; a client call only inside a trace
+        // (background work such as health checks makes none).
+        let traced = method.traced && (self.side == Side::Server || telemetry::in_trace());
+        let span = if traced {
+            let span = tracing::info_span!(
+                "grpc",
+                otel.name = %method.name,
+                otel.kind = self.side.kind(),
+                rpc.system = "grpc",
+                rpc.service = %method.service,
+                rpc.method = %method.method,
+                rpc.grpc.status_code = Empty,
+            );
+            match self.side {
+                Side::Server => telemetry::set_parent(&span, telemetry::extract_headers(request.headers())),
+                Side::Client => telemetry::inject_headers(&span.context(), request.headers_mut()),
             }
-            Side::Client if method.traced && telemetry::in_trace() => {
-                let span = tracing::info_span!(
-                    "grpc.client",
-                    otel.name = %method.name,
-                    otel.kind = "client",
-                    rpc.system = "grpc",
-                    rpc.service = %method.service,
-                    rpc.method = %method.method,
-                    rpc.grpc.status_code = Empty,
-                );
-                telemetry::inject_headers(&span.context(), request.headers_mut());
-                span
-            }
-            _ => Span::none(),
+            span
+        } else {
+            Span::none()
         };
         self.side.metrics().started.with_label_values(&[method.kind, &method.service, &method.method]).inc();
         let finish = Finish { side: self.side, method, span: span.clone(), started: Instant::now() };
