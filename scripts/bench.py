@@ -54,6 +54,58 @@ def psql(sql):
     subprocess.run(["psql", PG_ADMIN, "-qtAc", sql], check=True, capture_output=True)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BACKENDS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ", "redis-server": "Redis"}
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def backend_pids():
+    """The PostgreSQL, RabbitMQ and Redis processes on this machine, by name."""
+    pids = {}
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = stat.read_text().strip()
+        except OSError:
+            continue
+        if name in BACKENDS:
+            pids.setdefault(BACKENDS[name], []).append(int(stat.parent.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU time per process over one measurement: the four services, the
+    backends, and the load generator (children of this script), as a share of
+    the wall time × cores, so the busiest one is the measured bottleneck."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    def sample(self):
+        now = {name: cpu_seconds(proc.pid) for name, proc in self.stack.procs.items()}
+        for name, pids in backend_pids().items():
+            now[name] = sum(cpu_seconds(pid) for pid in pids)
+        children = os.times()
+        now["load generator"] = children.children_user + children.children_system
+        return now
+
+    def __enter__(self):
+        self.started, self.before = time.monotonic(), self.sample()
+        return self
+
+    def __exit__(self, *exc):
+        wall, after = time.monotonic() - self.started, self.sample()
+        self.share = {name: 100 * (after[name] - self.before.get(name, 0.0)) / wall for name in after}
+        self.idle = 100 * os.cpu_count() - sum(self.share.values())
+
+
 def peak_rss_mib(pid):
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024
@@ -186,18 +238,23 @@ def run(name, env, cleanup):
         simulate(stack.base, 1000, CONCURRENCY)
         rows = {}
         print(f"   webhook path: {WEBHOOKS} signed deliveries at {CONCURRENCY} in flight", flush=True)
-        rows["webhook (POST /webhook)"] = simulate(stack.base, WEBHOOKS, CONCURRENCY)
+        cpu = {}
+        with CpuMeter(stack) as meter:
+            rows["webhook (POST /webhook)"] = simulate(stack.base, WEBHOOKS, CONCURRENCY)
+        cpu["webhook"] = meter
         drained = stack.drain_outbox()
         print(f"   outbox drained {drained:.1f} s after the last webhook", flush=True)
         for label, path in [("hello (GET /, SNS off)", "/"), ("read (GET /api/stats)", "/api/stats"),
                             ("gateway health (GET /health)", "/health")]:
             print(f"   {label}: wrk {SECONDS} s at {CONCURRENCY} connections", flush=True)
-            rows[label] = wrk(stack.base + path)
+            with CpuMeter(stack) as meter:
+                rows[label] = wrk(stack.base + path)
+            cpu[label.split(" ")[0]] = meter
         rss = stack.peak_rss()
     finally:
         stack.stop()
         cleanup()
-    return {"name": name, "ready_ms": stack.ready_ms, "rows": rows, "rss": rss, "drained_s": drained}
+    return {"name": name, "ready_ms": stack.ready_ms, "rows": rows, "rss": rss, "drained_s": drained, "cpu": cpu}
 
 
 def table(result):
@@ -209,6 +266,13 @@ def table(result):
         lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} | {r['requests']} |")
     lines += ["", "| process | peak RSS (MiB) |", "| --- | ---: |"]
     lines += [f"| {name} | {mib:.1f} |" for name, mib in result["rss"].items()]
+    cpu = result["cpu"]
+    names = [n for n in next(iter(cpu.values())).share if any(m.share.get(n, 0) >= 0.5 for m in cpu.values())]
+    lines += ["", f"CPU used during each measurement, in % of one core ({os.cpu_count()} cores = "
+              f"{100 * os.cpu_count()} %); the load generator is app-simulator or wrk:", "",
+              "| process | " + " | ".join(cpu) + " |", "| --- |" + " ---: |" * len(cpu)]
+    lines += [f"| {n} | " + " | ".join(f"{m.share.get(n, 0):.0f}" for m in cpu.values()) + " |" for n in names]
+    lines.append("| idle | " + " | ".join(f"{max(m.idle, 0):.0f}" for m in cpu.values()) + " |")
     return "\n".join(lines)
 
 

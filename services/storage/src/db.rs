@@ -210,77 +210,114 @@ impl Database {
         Ok(())
     }
 
-    /// Stores a batch in one transaction: for each event not seen before, the
-    /// event row, the ticket's new state and an outbox row. Returns, per
-    /// event, whether it was new (false: a duplicate delivery).
+    /// Stores a batch in one transaction of three statements, whatever its
+    /// size: the event rows (duplicates skipped), one upsert row per ticket
+    /// (its state after the batch, see [`fold_tickets`]), and the outbox rows
+    /// in delivery order. Returns, per event, whether it was new (false: a
+    /// duplicate delivery, or a second copy within the batch).
     async fn save_batch_statement(&self, batch: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
+        let no_ticket = Ticket::default();
+        let ticket = |e| ticket_or(e, &no_ticket);
         let mut tx = self.pool.begin().await?;
-        let mut inserted = Vec::with_capacity(batch.len());
-        let (no_ticket, no_price) = (Ticket::default(), Money::default());
-        for new in batch {
-            let e = &new.event;
-            let ticket = e.ticket.as_ref().unwrap_or(&no_ticket);
-            let event_name = e.r#type().petzi_name();
-            let received_ms = millis(e.received_at.as_ref());
-            let row = sqlx::query(
+
+        let mut fresh = std::collections::HashSet::new();
+        for chunk in chunks(batch, |new| new.payload.len()) {
+            let sql = multi_row(
                 "INSERT INTO events (delivery_id, event_type, ticket_number, payload, signed_at_ms, received_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
-            )
-            .bind(&e.delivery_id)
-            .bind(event_name)
-            .bind(&ticket.number)
-            .bind(new.payload.as_slice())
-            .bind(millis(e.signed_at.as_ref()))
-            .bind(received_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if row.is_none() {
-                inserted.push(false);
-                continue;
+                 VALUES ",
+                6,
+                chunk.len(),
+                " ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for new in chunk {
+                let e = &new.event;
+                query = query
+                    .bind(&e.delivery_id)
+                    .bind(e.r#type().petzi_name())
+                    .bind(&ticket(e).number)
+                    .bind(new.payload.as_slice())
+                    .bind(millis(e.signed_at.as_ref()))
+                    .bind(millis(e.received_at.as_ref()));
             }
-            let encoded = e.encode_to_vec();
-            let price = ticket.price.as_ref().unwrap_or(&no_price);
-            // An update (a cancellation) is never undone by a late or retried
-            // "created" delivery of the same ticket.
-            sqlx::query(
+            for row in query.fetch_all(&mut *tx).await? {
+                fresh.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        // The first copy of an id is the new one; any later copy a duplicate.
+        let inserted: Vec<bool> = batch.iter().map(|new| fresh.remove(&new.event.delivery_id)).collect();
+        let new: Vec<&NewEvent> =
+            batch.iter().zip(&inserted).filter(|(_, is_new)| **is_new).map(|(e, _)| *e).collect();
+        if new.is_empty() {
+            tx.commit().await?;
+            return Ok(inserted);
+        }
+        let encoded: Vec<Vec<u8>> = new.iter().map(|n| n.event.encode_to_vec()).collect();
+
+        // An update (a cancellation) is never undone by a late or retried
+        // "created" delivery of the same ticket.
+        let rows = fold_tickets(&new);
+        let no_price = Money::default();
+        for chunk in chunks(&rows, |row| encoded[row.last].len()) {
+            let sql = multi_row(
                 "INSERT INTO tickets (number, ticket_type, title, category, event_id, event_name, \
-                 cancellation_reason, promoter, price_cents, currency, last_event, detail, created_at_ms, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
-                 ON CONFLICT (number) DO UPDATE SET ticket_type = excluded.ticket_type, title = excluded.title, \
-                 category = excluded.category, event_id = excluded.event_id, event_name = excluded.event_name, \
-                 cancellation_reason = excluded.cancellation_reason, promoter = excluded.promoter, \
-                 price_cents = excluded.price_cents, currency = excluded.currency, last_event = excluded.last_event, \
-                 detail = excluded.detail, updated_at_ms = excluded.updated_at_ms \
-                 WHERE NOT (tickets.last_event = 'ticket_updated' AND excluded.last_event = 'ticket_created')",
-            )
-            .bind(&ticket.number)
-            .bind(&ticket.r#type)
-            .bind(&ticket.title)
-            .bind(&ticket.category)
-            .bind(ticket.event_id)
-            .bind(&ticket.event)
-            .bind(&ticket.cancellation_reason)
-            .bind(&ticket.promoter)
-            .bind(price.cents())
-            .bind(&price.currency_code)
-            .bind(event_name)
-            .bind(encoded.as_slice())
-            .bind(received_ms)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
+             cancellation_reason, promoter, price_cents, currency, last_event, detail, created_at_ms, updated_at_ms) \
+             VALUES ",
+                14,
+                chunk.len(),
+                " ON CONFLICT (number) DO UPDATE SET ticket_type = excluded.ticket_type, title = excluded.title, \
+             category = excluded.category, event_id = excluded.event_id, event_name = excluded.event_name, \
+             cancellation_reason = excluded.cancellation_reason, promoter = excluded.promoter, \
+             price_cents = excluded.price_cents, currency = excluded.currency, last_event = excluded.last_event, \
+             detail = excluded.detail, updated_at_ms = excluded.updated_at_ms \
+             WHERE NOT (tickets.last_event = 'ticket_updated' AND excluded.last_event = 'ticket_created')",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                let e = &new[row.last].event;
+                let t = ticket(e);
+                let price = t.price.as_ref().unwrap_or(&no_price);
+                query = query
+                    .bind(&t.number)
+                    .bind(&t.r#type)
+                    .bind(&t.title)
+                    .bind(&t.category)
+                    .bind(t.event_id)
+                    .bind(&t.event)
+                    .bind(&t.cancellation_reason)
+                    .bind(&t.promoter)
+                    .bind(price.cents())
+                    .bind(&price.currency_code)
+                    .bind(e.r#type().petzi_name())
+                    .bind(encoded[row.last].as_slice())
+                    .bind(row.created_at_ms)
+                    .bind(millis(e.received_at.as_ref()));
+            }
+            query.execute(&mut *tx).await?;
+        }
+
+        let messages: Vec<(&NewEvent, &[u8])> =
+            new.iter().copied().zip(encoded.iter().map(Vec::as_slice)).collect();
+        for chunk in chunks(&messages, |(_, encoded)| encoded.len()) {
+            let sql = multi_row(
                 "INSERT INTO outbox (message_id, routing_key, ticket_number, payload, created_at_ms, traceparent) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&e.delivery_id)
-            .bind(e.r#type().routing_key())
-            .bind(&ticket.number)
-            .bind(encoded.as_slice())
-            .bind(received_ms)
-            .bind(&new.traceparent)
-            .execute(&mut *tx)
-            .await?;
-            inserted.push(true);
+                 VALUES ",
+                6,
+                chunk.len(),
+                "",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (n, encoded) in chunk {
+                let e = &n.event;
+                query = query
+                    .bind(&e.delivery_id)
+                    .bind(e.r#type().routing_key())
+                    .bind(&ticket(e).number)
+                    .bind(*encoded)
+                    .bind(millis(e.received_at.as_ref()))
+                    .bind(&n.traceparent);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(inserted)
@@ -458,6 +495,93 @@ fn average(sum_cents: i64, count: i64, currency: &str) -> Option<Money> {
     Some(Money::from_cents(currency, (2 * sum_cents + count) / (2 * count)))
 }
 
+/// `head` followed by `rows` groups of `columns` numbered binds, then `tail`:
+/// one statement for a whole batch (multi-row VALUES, in PostgreSQL and
+/// SQLite). Only placeholders are generated; every value is bound.
+fn multi_row(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 6);
+    sql.push_str(head);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            let sep = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+fn ticket_or<'a>(e: &'a TicketEvent, none: &'a Ticket) -> &'a Ticket {
+    e.ticket.as_ref().unwrap_or(none)
+}
+
+/// Bytes of bound values per statement, at most (one row may exceed it). A
+/// statement is sent in one write: past a TLS record (16 KiB) the driver's
+/// second write waits for the server's delayed ACK (Nagle, ~40 ms), since
+/// sqlx does not set TCP_NODELAY.
+const STATEMENT_BYTES: usize = 12 * 1024;
+
+/// Splits `items` into runs whose sizes (`size` + a row's fixed columns) fit
+/// in [`STATEMENT_BYTES`], each run one multi-row statement.
+fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> impl Iterator<Item = &[T]> {
+    const ROW_OVERHEAD: usize = 256;
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut n, mut bytes) = (0, 0);
+        while n < rest.len() && (n == 0 || bytes + size(&rest[n]) + ROW_OVERHEAD <= STATEMENT_BYTES) {
+            bytes += size(&rest[n]) + ROW_OVERHEAD;
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// One ticket's row in a batch's upsert.
+#[derive(Debug, PartialEq)]
+struct TicketRow {
+    /// The event (an index into the batch's new events) whose state the row holds.
+    last: usize,
+    /// When the batch first saw the ticket (kept if the ticket already exists).
+    created_at_ms: i64,
+}
+
+/// A ticket's state after a batch's new events, applied in order as separate
+/// upserts would: each event replaces the state, except that a "created"
+/// never replaces an "updated". One row per ticket, in order of first sight,
+/// since one statement cannot upsert the same row twice. Against the row
+/// already stored the upsert applies the same rule.
+fn fold_tickets(new: &[&NewEvent]) -> Vec<TicketRow> {
+    fn number(e: &TicketEvent) -> &str {
+        e.ticket.as_ref().map_or("", |t| t.number.as_str())
+    }
+    let mut rows: Vec<TicketRow> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in new.iter().enumerate() {
+        let e = &n.event;
+        match index.get(number(e)) {
+            None => {
+                index.insert(number(e), rows.len());
+                rows.push(TicketRow { last: i, created_at_ms: millis(e.received_at.as_ref()) });
+            }
+            Some(&at) => {
+                let current = new[rows[at].last].event.r#type();
+                if !(current == EventType::TicketUpdated && e.r#type() == EventType::TicketCreated) {
+                    rows[at].last = i;
+                }
+            }
+        }
+    }
+    rows
+}
+
 pub fn millis(ts: Option<&prost_types::Timestamp>) -> i64 {
     ts.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
 }
@@ -487,5 +611,133 @@ mod tests {
         let t = timestamp(1_795_000_000_123);
         assert_eq!((t.seconds, t.nanos), (1_795_000_000, 123_000_000));
         assert_eq!(millis(Some(&t)), 1_795_000_000_123);
+    }
+
+    fn event(id: &str, kind: EventType, number: &str, reason: &str, at_ms: i64) -> NewEvent {
+        let mut event = TicketEvent {
+            delivery_id: id.into(),
+            ticket: Some(Ticket {
+                number: number.into(),
+                title: format!("{id} title"),
+                category: "Concert".into(),
+                cancellation_reason: reason.into(),
+                price: Some(Money { currency_code: "CHF".into(), units: 20, nanos: 0 }),
+                ..Ticket::default()
+            }),
+            received_at: Some(timestamp(at_ms)),
+            signed_at: Some(timestamp(at_ms)),
+            ..TicketEvent::default()
+        };
+        event.set_type(kind);
+        NewEvent { event, payload: id.as_bytes().to_vec(), traceparent: String::new() }
+    }
+
+    #[test]
+    fn a_batch_folds_each_ticket_as_sequential_upserts_would() {
+        use EventType::{TicketCreated as C, TicketUpdated as U};
+        let batch = [
+            event("a1", C, "A", "", 1),
+            event("b1", C, "B", "", 2),
+            event("a2", U, "A", "customer_request", 3),
+            event("a3", C, "A", "", 4), // late "created": does not undo a2
+            event("b2", C, "B", "", 5), // a second "created" replaces the first
+        ];
+        let refs: Vec<&NewEvent> = batch.iter().collect();
+        assert_eq!(
+            fold_tickets(&refs),
+            [TicketRow { last: 2, created_at_ms: 1 }, TicketRow { last: 4, created_at_ms: 2 }]
+        );
+        let sizes = [5_000, 5_000, 5_000, 20_000, 1];
+        let runs: Vec<usize> = chunks(&sizes, |n| *n).map(<[_]>::len).collect();
+        assert_eq!(runs, [2, 1, 1, 1], "runs fit in the budget; a row larger than it goes alone");
+        assert_eq!(
+            multi_row("INSERT INTO t (a, b) VALUES ", 2, 3, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
+        );
+    }
+
+    /// One batch with copies, a cancellation and a late "created", then a
+    /// second batch against the stored rows: the same results as one
+    /// statement per event, on both backends.
+    async fn batches_store_what_sequential_writes_would(db: Database) {
+        use EventType::{TicketCreated as C, TicketUpdated as U};
+        db.migrate().await.unwrap();
+        let first = [
+            event("a1", C, "A", "", 1_000),
+            event("b1", C, "B", "", 2_000),
+            event("a1", C, "A", "", 1_000), // the sender's retry, in the same batch
+            event("a2", U, "A", "event_cancellation", 3_000),
+            event("a3", C, "A", "", 4_000),
+        ];
+        let refs: Vec<&NewEvent> = first.iter().collect();
+        assert_eq!(db.save_batch(&refs).await.unwrap(), [true, true, false, true, true]);
+        let second =
+            [event("b1", C, "B", "", 2_000), event("a4", C, "A", "", 5_000), event("c1", C, "C", "", 6_000)];
+        let refs: Vec<&NewEvent> = second.iter().collect();
+        assert_eq!(db.save_batch(&refs).await.unwrap(), [false, true, true]);
+
+        let a = db.ticket("A").await.unwrap().unwrap();
+        assert_eq!(a.last_event(), EventType::TicketUpdated, "the cancellation stands");
+        let ticket = a.ticket.as_ref().unwrap();
+        assert_eq!(
+            (ticket.title.as_str(), ticket.cancellation_reason.as_str()),
+            ("a2 title", "event_cancellation")
+        );
+        assert_eq!((millis(a.created_at.as_ref()), millis(a.updated_at.as_ref())), (1_000, 3_000));
+        let b = db.ticket("B").await.unwrap().unwrap();
+        assert_eq!(b.ticket.unwrap().title, "b1 title");
+        let (outbox, backlog) = db.outbox(100).await.unwrap();
+        let ids: Vec<&str> = outbox.iter().map(|m| m.message_id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b1", "a2", "a3", "a4", "c1"], "one message per new event, in delivery order");
+        assert_eq!(backlog, 6);
+        let listed = db.tickets(&TicketFilter::default(), 10).await.unwrap();
+        let numbers: Vec<String> = listed.into_iter().map(|(_, t)| t.ticket.unwrap().number).collect();
+        assert_eq!(numbers, ["C", "B", "A"], "tickets in order of first sight, newest first");
+
+        // A batch too large for one statement per table is split, and still
+        // one transaction with every row.
+        let big: Vec<NewEvent> = (0..60)
+            .map(|i| {
+                let mut e = event(&format!("big{i}"), C, &format!("BIG{i}"), "", 7_000 + i);
+                e.payload = vec![b'x'; 2048];
+                e
+            })
+            .collect();
+        let refs: Vec<&NewEvent> = big.iter().chain(&big[..2]).collect();
+        let saved = db.save_batch(&refs).await.unwrap();
+        assert_eq!(saved.iter().filter(|new| **new).count(), 60, "{saved:?}");
+        assert!(!saved[60] && !saved[61], "the copies at the end are duplicates");
+        assert_eq!(db.outbox(1000).await.unwrap().1, 66);
+        assert_eq!(db.tickets(&TicketFilter::default(), 1000).await.unwrap().len(), 63);
+    }
+
+    #[tokio::test]
+    async fn sqlite_batches_store_what_sequential_writes_would() {
+        let dir = std::env::temp_dir().join(format!("tm-db-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite:{}?mode=rwc", dir.join("batch.db").display());
+        batches_store_what_sequential_writes_would(
+            Database::connect_lazy(&url, Duration::from_secs(5)).unwrap(),
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn postgres_batches_store_what_sequential_writes_would() {
+        use sqlx::Connection;
+        let admin = std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("tm_db_test_{}", std::process::id());
+        let mut conn =
+            sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
+        let run = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+        run(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+        run(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        let db = Database::connect_lazy(&url, Duration::from_secs(5)).unwrap();
+        batches_store_what_sequential_writes_would(db.clone()).await;
+        db.pool.close().await;
+        run(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
     }
 }
