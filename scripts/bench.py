@@ -31,6 +31,7 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+ANALYSIS = "## What limits each path"
 SERVICES = ["app-storage", "app-notifier", "app-event", "app-gateway"]
 
 
@@ -339,6 +340,11 @@ def main():
         table(embedded),
         "",
     ])
+    # The hand-written analysis at the end (from "## What limits each path")
+    # outlives a new run; its figures say which run they come from.
+    previous = (ROOT / "BENCH.md").read_text() if (ROOT / "BENCH.md").exists() else ""
+    if ANALYSIS in previous:
+        text += "\n" + previous[previous.index(ANALYSIS):]
     (ROOT / "BENCH.md").write_text(text)
     print()
     print(text)
