@@ -33,7 +33,8 @@ use ticketmesh_proto::v1::{
     notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{
-    admin,
+    Faults, admin,
+    faults::Targets,
     grpc::{self, Channel},
     metrics, telemetry,
 };
@@ -81,7 +82,30 @@ pub struct Args {
     /// Deadline of each gRPC call to the event and storage services.
     #[arg(long, env = "GRPC_TIMEOUT", default_value = "10s", value_parser = ticketmesh_runtime::parse_duration)]
     pub grpc_timeout: Duration,
+    /// Deadline of the reads (/api/stats, /api/tickets): past it, 504. The
+    /// same bound as the mesh's timeout on the storage read routes.
+    #[arg(long, env = "READ_TIMEOUT", default_value = "1s", value_parser = ticketmesh_runtime::parse_duration)]
+    pub read_timeout: Duration,
+    /// Address of the admin HTTP server (/faults, /metrics, /health); unset means none.
+    #[arg(long, env = "ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
+    #[command(flatten)]
+    pub fault: ticketmesh_runtime::FaultArgs,
 }
+
+/// The routes fault rules may name (probes and /metrics are left out, so a
+/// rule never takes the gateway out of its load balancer).
+pub const FAULT_ROUTES: &[&str] = &[
+    "GET /",
+    "POST /webhook",
+    "POST /sns",
+    "GET /api/sns/notifications",
+    "GET /api/tickets",
+    "GET /api/tickets/{number}",
+    "GET /api/stats",
+    "GET /events",
+    "GET /ui",
+];
 
 struct Inner {
     event: EventServiceClient<Channel>,
@@ -94,6 +118,8 @@ struct Inner {
     tolerance_secs: u64,
     max_body_bytes: usize,
     timeout: Duration,
+    read_timeout: Duration,
+    faults: Faults,
     /// Turns true when shutdown starts: ends the open `/events` streams, which
     /// would otherwise hold graceful shutdown open for as long as a browser watches.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -120,6 +146,16 @@ impl AppState {
             tolerance_secs: args.signature_tolerance.as_secs(),
             max_body_bytes: args.max_body_bytes,
             timeout: args.grpc_timeout,
+            read_timeout: args.read_timeout,
+            faults: Faults::from_spec(
+                "app-gateway",
+                Targets {
+                    methods: FAULT_ROUTES.iter().map(|r| (*r).to_owned()).collect(),
+                    dependencies: vec![],
+                    http: true,
+                },
+                &args.fault.faults,
+            )?,
             stopping: tokio::sync::watch::Sender::new(false),
         })))
     }
@@ -193,8 +229,27 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(middleware::from_fn_with_state(state.0.faults.clone(), inject_faults))
         .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// The fault rules for this route, inside its span: a delay, or a 503 with
+/// `Retry-After` before the handler runs (so nothing is stored).
+async fn inject_faults(State(faults): State<Faults>, request: Request, next: Next) -> Response {
+    if !faults.active() {
+        return next.run(request).await;
+    }
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| format!("{} {}", request.method(), p.as_str()));
+    if let Some(Err(injected)) = match route {
+        Some(route) => Some(faults.check(&route).await),
+        None => None,
+    } {
+        return AppError::new(StatusCode::SERVICE_UNAVAILABLE, "fault_injected", injected.to_string())
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Every request: a server span continuing the caller's W3C trace context
@@ -371,7 +426,7 @@ async fn list_tickets(
         .0
         .storage
         .clone()
-        .list_tickets(grpc::with_deadline(request, state.0.timeout))
+        .list_tickets(grpc::with_deadline(request, state.0.read_timeout))
         .await
         .map_err(|s| match s.code() {
             tonic::Code::InvalidArgument => AppError::bad_request("invalid_query", s.message()),
@@ -392,7 +447,7 @@ async fn get_ticket(
         .0
         .storage
         .clone()
-        .get_ticket(grpc::with_deadline(GetTicketRequest { number }, state.0.timeout))
+        .get_ticket(grpc::with_deadline(GetTicketRequest { number }, state.0.read_timeout))
         .await
         .map_err(|s| AppError::from_grpc("the storage service", &s))?
         .into_inner();
@@ -404,7 +459,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
         .0
         .storage
         .clone()
-        .get_stats(grpc::with_deadline(GetStatsRequest {}, state.0.timeout))
+        .get_stats(grpc::with_deadline(GetStatsRequest {}, state.0.read_timeout))
         .await
         .map_err(|s| AppError::from_grpc("the storage service", &s))?
         .into_inner();
@@ -638,6 +693,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn serve(
     args: Args,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(&args)?;
@@ -650,6 +706,13 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    if let Some(admin) = admin {
+        let router = admin::faults_router(state.0.faults.clone())
+            .route("/metrics", get(admin::metrics_handler))
+            .route("/health", get(|| async { Json(json!({"status": "ok"})) }));
+        // It ends with the process: it holds no request worth draining.
+        tokio::spawn(async move { axum::serve(admin, router).await });
+    }
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -8,7 +8,14 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = ticketmesh_runtime::telemetry::init("app-gateway");
     let listener = tokio::net::TcpListener::bind(&args.http_addr).await?;
     tracing::info!(http = %listener.local_addr()?, event = %args.event_url, storage = %args.storage_url, "listening");
-    let served = app_gateway::serve(args, listener, ticketmesh_runtime::shutdown::signal()).await;
+    let admin = match &args.admin_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
+    if let Some(admin) = &admin {
+        tracing::info!(admin = %admin.local_addr()?, "admin listening (/faults, /metrics)");
+    }
+    let served = app_gateway::serve(args, listener, admin, ticketmesh_runtime::shutdown::signal()).await;
     telemetry.shutdown();
     served
 }

@@ -111,6 +111,7 @@ pub struct Stack {
     pub storage_admin: String,
     pub event_admin: String,
     pub notifier_admin: String,
+    pub gateway_admin: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -134,6 +135,8 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 #[derive(Default)]
 pub struct Options {
     pub storage_url: Option<String>,
+    /// Fault rules at start, per service: (storage, event, notifier, gateway).
+    pub faults: [&'static str; 4],
     pub amqp: Option<(String, String)>,
     pub sns: Option<String>,
 }
@@ -152,7 +155,8 @@ impl Stack {
         let ((sg, sg_addr), (sa, sa_addr)) = (bind().await, bind().await);
         let ((eg, eg_addr), (ea, ea_addr)) = (bind().await, bind().await);
         let ((ng, ng_addr), (na, na_addr)) = (bind().await, bind().await);
-        let (http, http_addr) = bind().await;
+        let ((http, http_addr), (ga, ga_addr)) = (bind().await, bind().await);
+        let fault = |i: usize| ticketmesh_runtime::FaultArgs { faults: options.faults[i].into() };
         let storage_url = options.storage_url.unwrap_or_else(|| format!("http://{sg_addr}"));
         let timeout = Duration::from_secs(5);
 
@@ -166,6 +170,7 @@ impl Stack {
             cache_prefix: backend.cache_prefix.clone(),
             cache_ttl: Duration::from_secs(30),
             cache_timeout: Duration::from_millis(250),
+            fault: fault(0),
         };
         let event = app_event::Args {
             grpc_addr: eg_addr.to_string(),
@@ -173,6 +178,7 @@ impl Stack {
             storage_url: storage_url.clone(),
             storage_timeout: timeout,
             notifier_url: format!("http://{ng_addr}"),
+            fault: fault(1),
         };
         let (amqp_url, amqp_exchange) = options.amqp.unzip();
         let notifier = app_notifier::Args {
@@ -183,6 +189,7 @@ impl Stack {
             publish_timeout: Duration::from_secs(2),
             sns_subscribe_url: options.sns.as_ref().map(|_| format!("http://{http_addr}/sns")),
             sns_endpoint_url: options.sns,
+            fault: fault(2),
         };
         let gateway = app_gateway::Args {
             http_addr: http_addr.to_string(),
@@ -194,12 +201,15 @@ impl Stack {
             signature_tolerance: Duration::from_secs(30),
             max_body_bytes: 256 * 1024,
             grpc_timeout: timeout,
+            read_timeout: Duration::from_secs(1),
+            admin_addr: None,
+            fault: fault(3),
         };
         let tasks = vec![
             tokio::spawn(app_storage::serve(storage, sg, sa, stopped(&rx))),
             tokio::spawn(app_event::serve(event, eg, ea, stopped(&rx))),
             tokio::spawn(app_notifier::serve(notifier, ng, na, stopped(&rx))),
-            tokio::spawn(app_gateway::serve(gateway, http, stopped(&rx))),
+            tokio::spawn(app_gateway::serve(gateway, http, Some(ga), stopped(&rx))),
         ];
         Self {
             base: format!("http://{http_addr}"),
@@ -209,6 +219,7 @@ impl Stack {
             storage_admin: format!("http://{sa_addr}"),
             event_admin: format!("http://{ea_addr}"),
             notifier_admin: format!("http://{na_addr}"),
+            gateway_admin: format!("http://{ga_addr}"),
             stop,
             tasks,
         }

@@ -22,6 +22,8 @@ use ticketmesh_proto::v1::{
     storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{
+    Faults,
+    faults::Targets,
     grpc::{self, Channel, GrpcServer, with_deadline},
     telemetry,
 };
@@ -50,6 +52,8 @@ pub struct Args {
     /// The notifier service's gRPC URL (the outbox relay publishes through it).
     #[arg(long, env = "NOTIFIER_URL", default_value = "http://127.0.0.1:50052")]
     pub notifier_url: String,
+    #[command(flatten)]
+    pub fault: ticketmesh_runtime::FaultArgs,
 }
 
 #[derive(Clone)]
@@ -339,7 +343,12 @@ pub async fn serve(
         relay: wake.clone(),
         recent_sns: Arc::default(),
     };
-    let server = GrpcServer::new(&["ticketmesh.v1.EventService"]).await?;
+    let faults = Faults::from_spec(
+        "app-event",
+        Targets::grpc(&["ticketmesh.v1.EventService"], &[]),
+        &args.fault.faults,
+    )?;
+    let server = GrpcServer::new(&["ticketmesh.v1.EventService"]).await?.with_faults(faults);
     let storage_channel = grpc::channel(&args.storage_url, Duration::from_secs(1))?;
     tokio::spawn(grpc::follow_dependency(
         storage_channel,

@@ -15,7 +15,9 @@ use ticketmesh_proto::v1::{
     notifier_service_server::{NotifierService, NotifierServiceServer},
 };
 use ticketmesh_runtime::{
+    Faults,
     backoff::Backoff,
+    faults::Targets,
     grpc::{GrpcServer, Health},
     metrics, telemetry,
 };
@@ -25,7 +27,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::{
-    bus::{Amqp, Bus, Message},
+    bus::{Amqp, Bus, BusError, Message},
     sns::{Sns, SnsError},
 };
 
@@ -68,6 +70,8 @@ pub struct Args {
     /// Bound on connecting and on each publish confirmation (AMQP and SNS).
     #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "5s", value_parser = ticketmesh_runtime::parse_duration)]
     pub publish_timeout: Duration,
+    #[command(flatten)]
+    pub fault: ticketmesh_runtime::FaultArgs,
 }
 
 static PUBLISHED: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
@@ -86,6 +90,7 @@ pub struct Notifier {
     bus: Arc<Bus>,
     sns: Option<Arc<Sns>>,
     exchange: String,
+    faults: Faults,
 }
 
 /// A producer span for one message, its body size recorded. The message
@@ -131,7 +136,15 @@ impl NotifierService for Notifier {
                         payload: r.payload.clone(),
                         headers,
                     };
-                    let outcome = self.bus.publish(&message).instrument(span.clone()).await;
+                    let outcome = async {
+                        self.faults
+                            .dependency("amqp")
+                            .await
+                            .map_err(|i| BusError::Unreachable(i.to_string()))?;
+                        self.bus.publish(&message).await
+                    }
+                    .instrument(span.clone())
+                    .await;
                     if let Err(error) = &outcome {
                         telemetry::set_error(&span, error.to_string());
                     }
@@ -246,11 +259,15 @@ pub async fn serve(
         Some(url) => Bus::Amqp(Box::new(Amqp::new(url, &args.amqp_exchange, args.publish_timeout))),
         None => Bus::local(),
     });
-    let server = GrpcServer::new(&[SERVICE]).await?;
+    let faults =
+        Faults::from_spec("app-notifier", Targets::grpc(&[SERVICE], &["amqp", "sns"]), &args.fault.faults)?;
+    let server = GrpcServer::new(&[SERVICE]).await?.with_faults(faults.clone());
     let sns = match &args.sns_endpoint_url {
         Some(endpoint) => {
-            let sns =
-                Arc::new(Sns::new(endpoint, args.sns_subscribe_url.clone(), args.publish_timeout).await);
+            let sns = Arc::new(
+                Sns::new(endpoint, args.sns_subscribe_url.clone(), args.publish_timeout, faults.clone())
+                    .await,
+            );
             let (preparing, stop) = (sns.clone(), server.stopping());
             tokio::spawn(async move { preparing.prepare(stop).await });
             Some(sns)
@@ -267,7 +284,12 @@ pub async fn serve(
         sns::count_no_failures_yet();
     }
     server
-        .add_service(NotifierServiceServer::new(Notifier { bus, sns, exchange: args.amqp_exchange.clone() }))
+        .add_service(NotifierServiceServer::new(Notifier {
+            bus,
+            sns,
+            exchange: args.amqp_exchange.clone(),
+            faults,
+        }))
         .serve(grpc_listener, admin_listener, shutdown)
         .await
 }

@@ -13,7 +13,7 @@ use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_sdk_sns::{Client, config::Credentials, types::MessageAttributeValue};
 use aws_smithy_http_client::tls;
 use prometheus::{HistogramVec, IntCounterVec};
-use ticketmesh_runtime::{backoff::Backoff, metrics};
+use ticketmesh_runtime::{Faults, backoff::Backoff, metrics};
 use tokio::sync::RwLock;
 
 /// The topics the notifier owns.
@@ -51,13 +51,20 @@ pub struct Sns {
     subscribe_url: Option<String>,
     /// Topic name → ARN, once created.
     arns: RwLock<HashMap<&'static str, String>>,
+    faults: Faults,
 }
 
 impl Sns {
     /// A client for `endpoint` (LocalStack, or a regional SNS endpoint).
     /// Region and credentials come from the standard AWS variables; without
     /// AWS_ACCESS_KEY_ID it uses LocalStack's demo credentials ("test").
-    pub async fn new(endpoint: &str, subscribe_url: Option<String>, timeout: Duration) -> Self {
+    /// `faults` may fail or slow each publish (the `sns` dependency).
+    pub async fn new(
+        endpoint: &str,
+        subscribe_url: Option<String>,
+        timeout: Duration,
+        faults: Faults,
+    ) -> Self {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
             .build_https();
@@ -77,7 +84,7 @@ impl Sns {
         }
         let sdk = loader.load().await;
         let config = aws_sdk_sns::config::Builder::from(&sdk).endpoint_url(endpoint).build();
-        Self { client: Client::from_conf(config), subscribe_url, arns: RwLock::new(HashMap::new()) }
+        Self { client: Client::from_conf(config), subscribe_url, arns: RwLock::new(HashMap::new()), faults }
     }
 
     /// Creates the topics (and subscriptions), retrying until SNS answers or
@@ -141,7 +148,10 @@ impl Sns {
         attributes: &HashMap<String, String>,
     ) -> Result<String, SnsError> {
         let started = Instant::now();
-        let result = self.try_publish(topic, subject, message, attributes).await;
+        let result = match self.faults.dependency("sns").await {
+            Ok(()) => self.try_publish(topic, subject, message, attributes).await,
+            Err(injected) => Err(SnsError::Unavailable(injected.to_string())),
+        };
         let label = if TOPICS.contains(&topic) { topic } else { "other" };
         PUBLISHED.with_label_values(&[label, if result.is_ok() { "published" } else { "failed" }]).inc();
         DURATION.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());

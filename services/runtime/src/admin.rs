@@ -1,5 +1,6 @@
-//! The admin HTTP server every gRPC service runs beside its gRPC port:
-//! `/health` (alive), `/ready` (dependencies answer), `/metrics` (Prometheus).
+//! The admin HTTP server every service runs beside its own port:
+//! `/health` (alive), `/ready` (dependencies answer), `/metrics` (Prometheus),
+//! `/faults` (the fault rules: GET, PUT to replace, DELETE to clear).
 
 use std::{
     future::Future,
@@ -9,7 +10,12 @@ use std::{
     },
 };
 
-use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse, routing::get,
+};
+use serde_json::{Value, json};
+
+use crate::faults::{self, Faults};
 use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 
@@ -50,6 +56,44 @@ pub async fn metrics_handler() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics())
 }
 
+fn faults_body(faults: &Faults) -> Json<Value> {
+    let targets = faults.targets();
+    Json(json!({
+        "rules": faults.rules().iter().map(faults::rule_json).collect::<Vec<_>>(),
+        "targets": {"methods": targets.methods, "dependencies": targets.dependencies},
+    }))
+}
+
+async fn get_faults(State(faults): State<Faults>) -> Json<Value> {
+    faults_body(&faults)
+}
+
+/// Replaces every rule, or (on any bad rule) none: 400 naming the bad part.
+async fn put_faults(
+    State(faults): State<Faults>,
+    body: Bytes,
+) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    match faults::parse_json(&body, faults.targets()) {
+        Ok(rules) => {
+            faults.set(rules);
+            Ok(faults_body(&faults))
+        }
+        Err(message) => {
+            Err((StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_fault_rules", "message": message}))))
+        }
+    }
+}
+
+async fn delete_faults(State(faults): State<Faults>) -> Json<Value> {
+    faults.set(Vec::new());
+    faults_body(&faults)
+}
+
+/// `/faults` (GET, PUT, DELETE) over these rules.
+pub fn faults_router(faults: Faults) -> Router {
+    Router::new().route("/faults", get(get_faults).put(put_faults).delete(delete_faults)).with_state(faults)
+}
+
 pub fn router(ready: Readiness) -> Router {
     Router::new()
         .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
@@ -67,11 +111,12 @@ pub fn router(ready: Readiness) -> Router {
         .route("/metrics", get(metrics_handler))
 }
 
-/// Serves the admin router until `shutdown` resolves.
+/// Serves an admin router (`router`, with `/faults` merged in where the
+/// process has rules) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    ready: Readiness,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ready)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

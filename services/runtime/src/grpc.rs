@@ -16,6 +16,7 @@ use tower::Layer as _;
 
 use crate::{
     Readiness, admin,
+    faults::{FaultLayer, Faults, Targets},
     rpc::{ClientLayer, Observed, ServerLayer},
 };
 
@@ -58,6 +59,7 @@ impl Health {
 pub struct GrpcServer {
     routes: RoutesBuilder,
     health: Health,
+    faults: Faults,
     stopped: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
@@ -77,7 +79,16 @@ impl GrpcServer {
         routes.add_service(reflection().build_v1alpha()?);
         let health = Health { reporter, services: services.into(), ready: Readiness::default() };
         health.set_serving(false).await;
-        Ok(Self { routes, health, stopped: watch::channel(false) })
+        let faults =
+            Faults::new(services.first().copied().unwrap_or("unknown"), Targets::grpc(services, &[]));
+        Ok(Self { routes, health, faults, stopped: watch::channel(false) })
+    }
+
+    /// The fault rules checked before each call (and listed on `/faults`);
+    /// by default a set with no rules that names only `services`' methods.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Turns true once the server has stopped: background tasks (dependency
@@ -114,9 +125,11 @@ impl GrpcServer {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = self.stopped;
-        let admin = tokio::spawn(admin::serve(admin, self.health.readiness(), until_true(stopped)));
+        let router = admin::router(self.health.readiness()).merge(admin::faults_router(self.faults.clone()));
+        let admin = tokio::spawn(admin::serve(admin, router, until_true(stopped)));
         let served = Server::builder()
             .layer(ServerLayer)
+            .layer(FaultLayer(self.faults))
             .add_routes(self.routes.routes())
             // TCP_NODELAY: a unary answer is several small writes (headers, data,
             // trailers); with Nagle on, the last one waits for the peer's

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod errors;
+pub mod faults;
 pub mod grpc;
 pub mod metrics;
 pub mod rpc;
@@ -13,6 +14,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use admin::Readiness;
+pub use faults::Faults;
 
 /// The variables every binary reads besides its flags' own, as `--help` lists
 /// them (a macro, so a binary can `concat!` its own lines after it).
@@ -27,11 +29,24 @@ macro_rules! environment_help {
   OTEL_TRACES_SAMPLER            sampler, and OTEL_TRACES_SAMPLER_ARG its argument (OpenTelemetry SDK)
   OTEL_TRACES_SAMPLER_ARG
   DEPLOYMENT_ENVIRONMENT         deployment.environment of traces and errors (default local)
-  SENTRY_DSN                     report errors and panics to Sentry; unset means off"
+  SENTRY_DSN                     report errors and panics to Sentry; unset means off
+  FAULTS                         fault rules at start, e.g. \"*=delay:300ms; GetStats=unavailable@0.3\"
+                                 (changed live with GET/PUT/DELETE /faults on the admin port; see the README)"
     };
 }
 
 /// Parses a duration flag such as `5s`, `250ms` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 5s or 250ms: {e}"))
+}
+
+/// The fault-injection flag every binary takes (see [`faults`] for the grammar).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FaultArgs {
+    /// Fault rules to start with, `target=fault[@rate]` separated by `;`: e.g.
+    /// "StorageService/GetStats=unavailable@0.3", "*=delay:300ms", "*=delay:50ms/800ms" (p50/p99),
+    /// "db=unavailable", "amqp=unavailable", "POST /webhook=unavailable@10%". Faults are errors
+    /// unavailable, internal, deadline_exceeded, resource_exhausted, or delay:D. Empty: none.
+    #[arg(long = "faults", env = "FAULTS", default_value = "")]
+    pub faults: String,
 }

@@ -86,6 +86,18 @@ static UNKNOWN: LazyLock<Method> = LazyLock::new(|| Method {
     traced: true,
 });
 
+/// `Service/Method` (the package left out) of every method of these fully
+/// qualified services, sorted: what fault rules may name.
+pub fn methods_of(services: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = METHODS
+        .values()
+        .filter(|m| services.contains(&m.service.as_str()))
+        .map(|m| format!("{}/{}", m.service.rsplit('.').next().unwrap_or(&m.service), m.method))
+        .collect();
+    names.sort();
+    names
+}
+
 fn method(path: &str) -> &'static Method {
     METHODS.get(path).unwrap_or(&UNKNOWN)
 }

@@ -16,7 +16,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         let ready = ticketmesh_runtime::admin::Readiness::default();
         ready.set(true);
         // Ends with the process: it has nothing to flush.
-        tokio::spawn(ticketmesh_runtime::admin::serve(listener, ready, std::future::pending()));
+        tokio::spawn(ticketmesh_runtime::admin::serve(
+            listener,
+            ticketmesh_runtime::admin::router(ready),
+            std::future::pending(),
+        ));
     }
     if args.canary {
         let failures = app_simulator::canary(&args, stop).await?;

@@ -15,7 +15,7 @@ use sqlx::{AnyPool, Row, any::AnyPoolOptions, migrate::Migrator};
 use ticketmesh_proto::v1::{
     CategoryStats, EventType, Money, OutboxMessage, Stats, StoredTicket, Ticket, TicketEvent,
 };
-use ticketmesh_runtime::telemetry;
+use ticketmesh_runtime::{Faults, telemetry};
 use tracing::Instrument;
 
 static QUERY_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
@@ -80,6 +80,8 @@ pub struct TicketFilter {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// The `db` dependency's fault rules, checked before each statement.
+    faults: Option<Faults>,
 }
 
 /// A client span by the OTel database conventions, made only when the call
@@ -124,7 +126,14 @@ impl Database {
         } else {
             options = options.max_connections(10);
         }
-        Ok(Self { pool: options.connect_lazy(url)?, backend })
+        Ok(Self { pool: options.connect_lazy(url)?, backend, faults: None })
+    }
+
+    /// Checks these fault rules (the `db` dependency) before each statement
+    /// or transaction: a slow or unavailable database on demand.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -150,7 +159,14 @@ impl Database {
     ) -> Result<T, StoreError> {
         let span = span(self.system_name(), operation, collection);
         let started = Instant::now();
-        let result = statement.instrument(span.clone()).await;
+        let result = async {
+            if let Some(faults) = &self.faults {
+                faults.dependency("db").await.map_err(|i| StoreError::Unavailable(i.to_string()))?;
+            }
+            statement.await
+        }
+        .instrument(span.clone())
+        .await;
         let status = if result.is_ok() { "ok" } else { "error" };
         QUERY_SECONDS
             .with_label_values(&[operation, collection, status])

@@ -19,7 +19,9 @@ use ticketmesh_proto::v1::{
     storage_service_server::{StorageService, StorageServiceServer},
 };
 use ticketmesh_runtime::{
+    Faults,
     backoff::Backoff,
+    faults::Targets,
     grpc::{GrpcServer, Health},
     metrics,
 };
@@ -67,6 +69,8 @@ pub struct Args {
     /// Bound on each cache call; past it the read goes to the database.
     #[arg(long, env = "CACHE_TIMEOUT", default_value = "250ms", value_parser = ticketmesh_runtime::parse_duration)]
     pub cache_timeout: Duration,
+    #[command(flatten)]
+    pub fault: ticketmesh_runtime::FaultArgs,
 }
 
 pub struct Storage {
@@ -265,13 +269,18 @@ pub async fn serve(
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let db = Database::connect_lazy(&args.database_url, args.database_timeout)?;
+    let faults = Faults::from_spec(
+        "app-storage",
+        Targets::grpc(&["ticketmesh.v1.StorageService"], &["db"]),
+        &args.fault.faults,
+    )?;
+    let db = Database::connect_lazy(&args.database_url, args.database_timeout)?.with_faults(faults.clone());
     let cache = args
         .redis_url
         .as_deref()
         .map(|url| Cache::new(url, &args.cache_prefix, args.cache_ttl, args.cache_timeout))
         .transpose()?;
-    let server = GrpcServer::new(&["ticketmesh.v1.StorageService"]).await?;
+    let server = GrpcServer::new(&["ticketmesh.v1.StorageService"]).await?.with_faults(faults);
     let health = server.health();
     let stats = StatsMemo::default();
     let writer = Writer::start(
