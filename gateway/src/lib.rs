@@ -83,8 +83,8 @@ pub struct Args {
     #[arg(long, env = "GRPC_TIMEOUT", default_value = "10s", value_parser = ticketmesh_runtime::parse_duration)]
     pub grpc_timeout: Duration,
     /// Deadline of the reads (/api/stats, /api/tickets): past it, 504. The
-    /// same bound as the mesh's timeout on the storage read routes.
-    #[arg(long, env = "READ_TIMEOUT", default_value = "1s", value_parser = ticketmesh_runtime::parse_duration)]
+    /// mesh's per-try timeout on the storage read routes (they answer in ms).
+    #[arg(long, env = "READ_TIMEOUT", default_value = "250ms", value_parser = ticketmesh_runtime::parse_duration)]
     pub read_timeout: Duration,
     /// Address of the admin HTTP server (/faults, /metrics, /health); unset means none.
     #[arg(long, env = "ADMIN_ADDR")]

@@ -425,3 +425,29 @@ async fn metrics_count_what_was_sent_and_logs_share_the_spans_trace_ids() {
     assert!(gateway_lines.iter().all(|l| l["trace_id"] == first_trace.as_str()));
     backend.drop_database().await;
 }
+
+/// A fault rule set at start marks the call it fails: the storage server
+/// span carries `fault.injected` with the rule, and is an error.
+#[tokio::test]
+async fn an_injected_fault_is_marked_on_its_span() {
+    let (collector, otlp) = Collector::start().await;
+    let backend = common::Backend::sqlite();
+    let setup = Setup {
+        database_url: backend.database_url.clone(),
+        export_delay_ms: 100,
+        storage_faults: "GetStats=unavailable".into(),
+        ..Setup::default()
+    };
+    let stack = Procs::start(setup, &otlp).await;
+    let answer = common::get(&reqwest::Client::new(), stack.url("/api/stats")).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let trace_id = answer.body["error"]["trace_id"].as_str().unwrap().to_owned();
+    let wanted: [Wanted<'_>; 1] =
+        [("storage server span", &|s| s.service == "app-storage" && s.name.ends_with("/GetStats"))];
+    let spans = collector.wait_for(&trace_id, &wanted, Duration::from_secs(10)).await;
+    let server = find(&spans, "app-storage", "ticketmesh.v1.StorageService/GetStats");
+    assert_eq!(server.attr("fault.injected"), "StorageService/GetStats=unavailable");
+    assert_eq!(server.status, ERROR);
+    stack.terminate().await;
+    backend.drop_database().await;
+}

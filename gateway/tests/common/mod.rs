@@ -3,6 +3,7 @@
 //! PostgreSQL database or SQLite file) and its own Redis key prefix.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod amqp;
 pub mod procs;
 
 use std::{
@@ -137,6 +138,8 @@ pub struct Options {
     pub storage_url: Option<String>,
     /// Fault rules at start, per service: (storage, event, notifier, gateway).
     pub faults: [&'static str; 4],
+    /// The gateway's READ_TIMEOUT (default 1 s: debug builds on a busy machine).
+    pub read_timeout: Option<Duration>,
     pub amqp: Option<(String, String)>,
     pub sns: Option<String>,
 }
@@ -201,7 +204,7 @@ impl Stack {
             signature_tolerance: Duration::from_secs(30),
             max_body_bytes: 256 * 1024,
             grpc_timeout: timeout,
-            read_timeout: Duration::from_secs(1),
+            read_timeout: options.read_timeout.unwrap_or(Duration::from_secs(1)),
             admin_addr: None,
             fault: fault(3),
         };

@@ -254,6 +254,8 @@ pub struct Setup {
     pub sns: Option<String>,
     /// OTEL_BSP_SCHEDULE_DELAY in ms.
     pub export_delay_ms: u64,
+    /// FAULTS of the storage service.
+    pub storage_faults: String,
 }
 
 /// The four binaries wired together on loopback, exporting to one collector.
@@ -281,6 +283,7 @@ impl Procs {
             ("GRPC_ADDR", any()),
             ("ADMIN_ADDR", any()),
             ("DATABASE_URL", setup.database_url.clone()),
+            ("FAULTS", setup.storage_faults.clone()),
         ]);
         if let Some((url, prefix)) = &setup.redis {
             env.extend([("REDIS_URL", url.clone()), ("CACHE_PREFIX", prefix.clone())]);

@@ -1,0 +1,106 @@
+//! RabbitMQ for the tests: a test's own exchange, a queue on it that counts
+//! what the notifier published, and a wait for the outbox to drain.
+
+use std::time::{Duration, Instant};
+
+use lapin::{
+    Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::FieldTable,
+};
+use tokio_stream::StreamExt;
+
+use super::{Backend, amqp_url};
+
+/// A test's own exchange and an exclusive queue bound to `ticket.*`.
+pub struct Listener {
+    connection: Connection,
+    exchange: String,
+    consumer: lapin::Consumer,
+}
+
+impl Listener {
+    pub async fn bind(exchange: &str) -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                "ticket.*".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "test".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Self { connection, exchange: exchange.to_owned(), consumer }
+    }
+
+    /// Waits for `n` messages (at most `within`), then checks nothing more comes.
+    pub async fn take(&mut self, n: usize, within: Duration) -> Vec<lapin::message::Delivery> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.consumer.next()).await {
+                Ok(Some(delivery)) => got.push(delivery.unwrap()),
+                _ => panic!("only {} of {n} messages arrived", got.len()),
+            }
+        }
+        if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(800), self.consumer.next()).await
+        {
+            panic!("more than {n} messages: {:?}", extra.unwrap().properties.message_id());
+        }
+        got
+    }
+
+    pub async fn close(self) {
+        let channel = self.connection.create_channel().await.unwrap();
+        channel
+            .exchange_delete(self.exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+        let _ = self.connection.close(0, "done".into()).await;
+    }
+}
+
+pub fn message_id(d: &lapin::message::Delivery) -> String {
+    d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default()
+}
+
+pub async fn wait_until_published(backend: &Backend) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.count("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL").await > 0 {
+        assert!(Instant::now() < deadline, "outbox not drained in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
