@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e ui manifests observability observe simulate bench tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+.PHONY: help run test lint unit e2e ui manifests observability observe simulate bench break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
 	images images-multiarch kind-up kind-down dashboard logs status
 
 help: ## List the targets
@@ -80,6 +80,14 @@ fmt: ## Format the code
 bench: ## Release build, then webhook/hello/read/health throughput and latency, peak RSS, time to ready → BENCH.md (needs wrk)
 	cargo build --release --bins
 	python3 scripts/bench.py
+
+break: ## Switch a failure scenario on and drive traffic at it: make break SCENARIO=flaky-reads|slow-storage|broker-down|forged-webhooks [CLUSTER=1] [SECONDS=60]
+	@test -n "$(SCENARIO)" || { python3 scripts/breakit.py list; echo "usage: make break SCENARIO=<one of the above> [CLUSTER=1]"; exit 2; }
+	cargo build --bin app-simulator
+	python3 scripts/breakit.py break $(SCENARIO) --seconds $(or $(SECONDS),60) $(if $(CLUSTER),--cluster)
+
+heal: ## Clear every fault rule (make heal [CLUSTER=1])
+	python3 scripts/breakit.py heal $(if $(CLUSTER),--cluster)
 
 simulate: ## Signed PETZI traffic against a running gateway: make simulate ARGS="--rate 50 --duration 30s" (app-simulator --help)
 	cargo run --quiet --release -p app-simulator -- $(or $(ARGS),--count 200 --replay-ratio 0.05)

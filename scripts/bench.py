@@ -118,7 +118,8 @@ class Stack:
 
     def __init__(self, name, env, bindir=BIN):
         self.name = name
-        p = {k: free_port() for k in ("http", "event", "event_admin", "notifier", "notifier_admin", "storage", "storage_admin")}
+        p = {k: free_port() for k in ("http", "gateway_admin", "event", "event_admin", "notifier", "notifier_admin",
+                                      "storage", "storage_admin")}
         self.base = f"http://127.0.0.1:{p['http']}"
         common = {"PATH": os.environ["PATH"], "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
         urls = {
@@ -130,7 +131,8 @@ class Stack:
             "app-storage": {"GRPC_ADDR": f"127.0.0.1:{p['storage']}", "ADMIN_ADDR": f"127.0.0.1:{p['storage_admin']}"},
             "app-notifier": {"GRPC_ADDR": f"127.0.0.1:{p['notifier']}", "ADMIN_ADDR": f"127.0.0.1:{p['notifier_admin']}"},
             "app-event": {"GRPC_ADDR": f"127.0.0.1:{p['event']}", "ADMIN_ADDR": f"127.0.0.1:{p['event_admin']}", **urls},
-            "app-gateway": {"HTTP_ADDR": f"127.0.0.1:{p['http']}", "WEBHOOK_SECRET": "secret", **urls},
+            "app-gateway": {"HTTP_ADDR": f"127.0.0.1:{p['http']}", "ADMIN_ADDR": f"127.0.0.1:{p['gateway_admin']}",
+                            "WEBHOOK_SECRET": "secret", **urls},
         }
         # Where each service serves /ready and /metrics: the gateway on its
         # own port, the others on their admin port.
@@ -138,6 +140,8 @@ class Stack:
             "app-gateway": self.base,
             **{f"app-{k}": f"http://127.0.0.1:{p[k + '_admin']}" for k in ("event", "notifier", "storage")},
         }
+        # Where each serves /faults: the gateway on its own admin port.
+        self.fault_admin = {**self.admin, "app-gateway": f"http://127.0.0.1:{p['gateway_admin']}"}
         self.storage_metrics = self.admin["app-storage"] + "/metrics"
         self.ready_urls = [url + "/ready" for url in self.admin.values()]
         self.logs = tempfile.TemporaryFile()

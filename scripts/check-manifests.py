@@ -5,7 +5,9 @@ Renders every kustomization with `kubectl kustomize`, validates each object
 strictly (unknown fields rejected) against the Kubernetes 1.35 schemas and the
 Linkerd / Gateway API schemas in mesh/schemas/, then holds the files to the
 system's own rules: policies point at real Servers and ports, the authorized
-edges are exactly mesh/call-graph.yaml, only idempotent calls are retried,
+edges are exactly mesh/call-graph.yaml, no client in the cluster may call an
+admin port's /faults, a Server with routes still lets its pods' probes in,
+only idempotent calls are retried,
 every env var is a flag of its binary, every probe is one the binary answers
 (each binary is started with its Deployment's environment and probed), every
 image is one the Dockerfile builds or a pinned release, nothing runs as root
@@ -58,6 +60,15 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 PROXY = "linkerd-proxy"
 PROXY_ADMIN_PORT = "linkerd-admin"
 MESHED_PODS = {"matchExpressions": [{"key": "linkerd.io/control-plane-ns", "operator": "Exists"}]}
+# The fault-injection rules, served (GET, PUT, DELETE) on the port each
+# binary's ADMIN_ADDR binds: the services' admin router and the gateway's
+# admin server both carry them. Only `kubectl port-forward` (over the pod's
+# loopback, past the proxy) may reach them; no policy may let a client in.
+FAULTS_PATH = "/faults"
+FAULTS_PORT_VAR = "ADMIN_ADDR"
+# What the kubelet's gRPC probe calls.
+GRPC_PROBE_METHOD = "grpc.health.v1.Health/Check"
+PROBE_KINDS = ("startupProbe", "livenessProbe", "readinessProbe")
 # A release of a third-party image: x.y.z (optionally v-prefixed) or a digest.
 RELEASE = re.compile(r":v?\d+\.\d+\.\d+$|@sha256:[0-9a-f]{64}$")
 # `kubectl apply` (client-side) copies each object into an annotation that
@@ -283,6 +294,21 @@ def proxy_admin(server):
     return server["spec"]["port"] == PROXY_ADMIN_PORT
 
 
+def covers_path(routes, path):
+    """Whether an edge's paths (None: all of them) take `path`."""
+    if routes is None:
+        return True
+    return any(r == path or (r.endswith("*") and path.startswith(r[:-1])) for r in routes)
+
+
+def covers_method(routes, method):
+    """Whether an edge's gRPC methods (None: all of them) take `method`."""
+    if routes is None:
+        return True
+    service = method.split("/", 1)[0]
+    return method in routes or f"{service}/*" in routes or "*/*" in routes
+
+
 # ---------------------------------------------------------------- the policy
 
 
@@ -408,6 +434,73 @@ def check_policy(k8s, mesh, graph, problems):
         problems.add("call-graph", f"authorized but not in mesh/call-graph.yaml: {show(edge)}")
     for edge in sorted(declared - actual, key=show):
         problems.add("call-graph", f"in mesh/call-graph.yaml but not authorized: {show(edge)}")
+    check_faults(k8s, actual, problems)
+    check_probe_policy(k8s, mesh, actual, problems)
+
+
+def fault_ports(k8s):
+    """(workload, port name) of every port that serves the fault rules: the
+    named container port FAULTS_PORT_VAR binds."""
+    found = set()
+    for w, c in app_containers(k8s):
+        addr = next((v.get("value") for v in c.get("env", []) if v["name"] == FAULTS_PORT_VAR), None)
+        if addr is None:
+            continue
+        number = addr.rsplit(":", 1)[-1]
+        for p in c.get("ports", []):
+            if str(p["containerPort"]) == number and "name" in p:
+                found.add((app_name(w), p["name"]))
+    return found
+
+
+def check_faults(k8s, edges, problems):
+    """No authorization takes /faults on a port that serves it: a policy on
+    the whole admin Server (no routes) would, and so would a route whose
+    paths cover it. The fault rules are for `kubectl port-forward` only."""
+    ports = fault_ports(k8s)
+    for edge in sorted(edges, key=show):
+        _, workload, port, routes = edge
+        if (workload, port) in ports and covers_path(routes, FAULTS_PATH):
+            how = "the policy takes the whole port" if routes is None else "a route's paths cover it"
+            problems.add("faults", f"{show(edge)}: lets a client in the cluster call {FAULTS_PATH} ({how}); only kubectl port-forward may (route /metrics and the probe paths instead)")
+
+
+def check_probe_policy(k8s, mesh, edges, problems):
+    """Linkerd admits the kubelet's probes by itself only on a Server without
+    routes: on a Server with routes, each probe's path (or gRPC health) must
+    be opened to everyone (the kubelet calls from the node, outside the mesh)."""
+    routed = {
+        parent["name"]
+        for route in by_kind(mesh, "GRPCRoute") + by_kind(mesh, "HTTPRoute")
+        for parent in route["spec"]["parentRefs"]
+        if parent.get("kind") == "Server"
+    }
+    for server in by_kind(mesh, "Server"):
+        name = server["metadata"]["name"]
+        if proxy_admin(server) or name not in routed:
+            continue
+        port = server["spec"]["port"]
+        for pod in selected(k8s, server["spec"]["podSelector"].get("matchLabels", {})):
+            ports = container_ports(pod)
+            if port not in ports:
+                continue  # reported above
+            workload = app_name(pod)
+            public = [routes for client, w, p, routes in edges if client is None and w == workload and p == port]
+            for c in containers(pod):
+                for kind in PROBE_KINDS:
+                    probe = c.get(kind, {})
+                    if "httpGet" in probe:
+                        target = probe["httpGet"]["port"]
+                        want = probe["httpGet"].get("path", "/").split("?", 1)[0]
+                        covered = any(covers_path(r, want) for r in public)
+                    elif "grpc" in probe:
+                        target = probe["grpc"]["port"]
+                        want = GRPC_PROBE_METHOD
+                        covered = any(covers_method(r, want) for r in public)
+                    else:
+                        continue
+                    if target in (port, ports[port]) and not covered:
+                        problems.add("policy", f"{workload}/{c['name']} {kind} ({want} on {port}): Server {name} has routes, so Linkerd no longer lets the kubelet in by itself, and no route opens it to everyone")
 
 
 def check_routes(k8s, mesh, graph, problems):
@@ -1068,6 +1161,16 @@ def mutations(rendered):
             {"path": {"type": "Exact", "value": "/metrics"}}))
     yield "the canary's scrape policy removed", "call-graph", broken(
         lambda r: r["mesh"].remove(find(r, "mesh", "AuthorizationPolicy", "app-simulator-admin")))
+    yield "the gateway's admin port opened whole, fault rules included", "faults", broken(
+        lambda r: find(r, "mesh", "AuthorizationPolicy", "app-gateway-admin-metrics")["spec"].__setitem__(
+            "targetRef", {"group": "policy.linkerd.io", "kind": "Server", "name": "app-gateway-admin"}))
+    yield "/faults added to an admin port's public probe route", "faults", broken(
+        lambda r: find(r, "mesh", "HTTPRoute", "app-storage-admin-probes")["spec"]["rules"][0]["matches"].append(
+            {"path": {"type": "Exact", "value": FAULTS_PATH}}))
+    yield "a probe on a path its routed admin Server does not open", "policy", broken(
+        lambda r: deployment(r, "app-event")["containers"][0]["livenessProbe"]["httpGet"].__setitem__("path", "/ready"))
+    yield "a gRPC probe on a Server whose health route is gone", "policy", broken(
+        lambda r: r["mesh"].remove(find(r, "mesh", "AuthorizationPolicy", "app-notifier-health")))
     yield "a Server on a port the pods do not have", "policy", broken(
         lambda r: find(r, "mesh", "Server", "app-event-admin")["spec"].__setitem__("port", "metrics"))
     yield "a policy on a missing Server", "policy", broken(

@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -47,6 +48,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the stack starter `make bench` uses)
+import breakit  # noqa: E402  (the scenarios `make break` switches on)
 import dashboards  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -417,6 +419,35 @@ def inhibition(alertmanager, problems):
         problems.append("ServiceDown{service=app-storage} inhibited app-event's latency alert too")
 
 
+def break_scenarios(stack, prometheus, problems):
+    """`make break` against the real Prometheus with the short-`for` rules:
+    forged-webhooks fires WebhookSignatureFailuresSpike, broker-down fires
+    OutboxBacklogGrowing; after the heal the backlog drains."""
+    def scenario(name, alert, seconds=20):
+        if alert_state(prometheus, alert) is not None:
+            problems.append(f"{alert} was already {alert_state(prometheus, alert)} before {name}")
+            return
+        print(f"break it: {name}…", flush=True)
+        breakit.apply(stack.fault_admin, name)
+        load = threading.Thread(target=breakit.drive, args=(stack.base, name, seconds, False))
+        load.start()
+        try:
+            state = wait_for(alert, lambda: alert_state(prometheus, alert) in ("pending", "firing")
+                             and alert_state(prometheus, alert), seconds + 10, 0.5)
+            print(f"  {alert} {state} in the real Prometheus", flush=True)
+        except TimeoutError:
+            problems.append(f"{name}: {alert} neither pending nor firing (state: {alert_state(prometheus, alert)})")
+        load.join()
+        breakit.heal(stack.fault_admin)
+
+    wait_for("the fresh Prometheus scraping", lambda: query(prometheus, "up")[1], 30)
+    time.sleep(3)
+    scenario("forged-webhooks", "WebhookSignatureFailuresSpike", 15)
+    scenario("broker-down", "OutboxBacklogGrowing")
+    drained = stack.drain_outbox(timeout=120)
+    print(f"  healed: the outbox drained {drained:.1f} s later", flush=True)
+
+
 def live_check(problems):
     for name in bench.SERVICES + ["app-simulator"]:
         if not (ROOT / "target" / "debug" / name).exists():
@@ -492,6 +523,13 @@ def live_check(problems):
         drained = stack.drain_outbox(timeout=120)
         print(f"  notifier restarted; the outbox drained {drained:.1f} s after the load ended", flush=True)
         inhibition(urls["alertmanager"], problems)
+        for d in daemons:
+            d.stop()
+        # A fresh Prometheus for the break scenarios: the traffic above had
+        # forged webhooks in it, which must not count as the scenario's.
+        (Path(workdir) / "break").mkdir()
+        daemons, urls = start_monitoring(Path(workdir) / "break", apps, grpc, canary_addr, rules, "1s")
+        break_scenarios(stack, urls["prometheus"], problems)
     finally:
         if canary:
             canary.terminate()

@@ -43,7 +43,7 @@ if [ -n "${SNS_ENDPOINT_URL:-}" ]; then sns_subscribe=(SNS_SUBSCRIBE_URL="${SNS_
 start app-notifier GRPC_ADDR=127.0.0.1:50052 ADMIN_ADDR=127.0.0.1:9002 "${sns_subscribe[@]}"
 start app-event GRPC_ADDR=127.0.0.1:50051 ADMIN_ADDR=127.0.0.1:9001 STORAGE_URL=http://127.0.0.1:50053 \
   NOTIFIER_URL=http://127.0.0.1:50052
-start app-gateway HTTP_ADDR=127.0.0.1:8080 EVENT_URL=http://127.0.0.1:50051 STORAGE_URL=http://127.0.0.1:50053 \
+start app-gateway HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9000 EVENT_URL=http://127.0.0.1:50051 STORAGE_URL=http://127.0.0.1:50053 \
   NOTIFIER_URL=http://127.0.0.1:50052
 
 # Readiness over bash's /dev/tcp, so nothing but bash is needed.
@@ -74,11 +74,13 @@ cat <<TXT
 
 ticketmesh is up (database: ${DATABASE_URL:-sqlite:data/ticketmesh.db}, cache: ${REDIS_URL:-none}, bus: $bus)
   gateway        http://127.0.0.1:8080   GET / (hello; SNS: ${SNS_ENDPOINT_URL:-disabled}) · POST /webhook · GET /events · /api/tickets · /api/stats · /ready · /metrics
+                                         admin http://127.0.0.1:9000/faults
   app-event      grpc 127.0.0.1:50051    admin http://127.0.0.1:9001/metrics
   app-notifier   grpc 127.0.0.1:50052    admin http://127.0.0.1:9002/metrics
   app-storage    grpc 127.0.0.1:50053    admin http://127.0.0.1:9003/metrics
   dashboard      http://127.0.0.1:8080/ui
 Send a signed webhook:  scripts/send-webhook.sh   ·   traffic: make simulate ARGS="--rate 20 --duration 60s"
+Break it:  make break SCENARIO=flaky-reads (or slow-storage, broker-down, forged-webhooks) · make heal · every admin port has /faults
 Traces: ${OTEL_EXPORTER_OTLP_ENDPOINT:-not exported (set OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 to send them over OTLP)}
 Logs: $logs/  (following them below; Ctrl-C stops everything)
 

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""make break / make heal: switch a failure scenario on (fault rules through
+each service's admin port, `PUT /faults`), drive traffic at it while printing
+what the callers see, and say where to look; `heal` clears every rule.
+
+    scripts/breakit.py list
+    scripts/breakit.py break SCENARIO [--seconds 60] [--cluster]
+    scripts/breakit.py heal [--cluster]
+
+Locally it talks to `make run` (gateway 8080, admin ports 9000-9003). With
+--cluster it reaches the kind cluster's admin ports through `kubectl
+port-forward` (the images have no shell) and the gateway on 127.0.0.1:30080.
+The scenarios, their rules and what each moves are in break-scenarios.json.
+"""
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = json.loads((ROOT / "scripts" / "break-scenarios.json").read_text())
+SERVICES = ["app-gateway", "app-event", "app-notifier", "app-storage"]
+LOCAL_GATEWAY = "http://127.0.0.1:8080"
+LOCAL_ADMIN = {"app-gateway": "http://127.0.0.1:9000", "app-event": "http://127.0.0.1:9001",
+               "app-notifier": "http://127.0.0.1:9002", "app-storage": "http://127.0.0.1:9003"}
+CLUSTER_GATEWAY = "http://127.0.0.1:30080"
+NAMESPACE = "ticketmesh"
+
+
+def call(method, url, body=None, timeout=5):
+    """(status, parsed JSON or text); status None when nothing answered."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    except OSError as e:
+        return None, str(e)
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def apply(admins, name):
+    """Sets the scenario's rules on each service it names (replacing theirs)."""
+    for service, rules in SCENARIOS[name]["faults"].items():
+        status, body = call("PUT", f"{admins[service]}/faults", {"rules": rules})
+        if status != 200:
+            raise SystemExit(f"{service} refused the rules of {name}: {status} {body}")
+        print(f"  {service}: {'; '.join(r['rule'] for r in body['rules'])}", flush=True)
+
+
+def heal(admins):
+    """Clears every service's rules; says which could not be reached."""
+    unreachable = []
+    for service in SERVICES:
+        status, body = call("DELETE", f"{admins[service]}/faults")
+        if status == 200:
+            print(f"  {service}: no fault rules", flush=True)
+        else:
+            unreachable.append(f"{service} ({status or body})")
+    if unreachable:
+        raise SystemExit(f"could not clear: {', '.join(unreachable)}")
+
+
+def simulator_binary():
+    for profile in ("release", "debug"):
+        path = ROOT / "target" / profile / "app-simulator"
+        if path.exists():
+            return path
+    raise SystemExit("app-simulator is not built: cargo build --bin app-simulator")
+
+
+def drive(gateway, name, seconds, progress=True):
+    """The scenario's traffic for `seconds`: signed webhooks from app-simulator
+    and reads of /api/stats from here. Returns (read statuses, webhook report)."""
+    traffic = SCENARIOS[name]["traffic"]
+    reads = collections.Counter()
+    stop = threading.Event()
+
+    def reader():
+        pause = 1 / traffic["reads_per_s"]
+        while not stop.is_set():
+            status, body = call("GET", f"{gateway}/api/stats", timeout=5)
+            code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+            reads[f"{status} {code}" if code else str(status)] += 1
+            time.sleep(pause)
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(2 if traffic["reads_per_s"] else 0)]
+    for t in threads:
+        t.start()
+    load = None
+    if traffic["webhooks_per_s"]:
+        load = subprocess.Popen(
+            [str(simulator_binary()), "--url", gateway, "--rate", str(traffic["webhooks_per_s"]), "--duration",
+             f"{seconds}s", "--concurrency", "8", "--bad-signature-ratio", str(traffic.get("bad_signature_ratio", 0)),
+             "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        time.sleep(1)
+        if progress:
+            shown = ", ".join(f"{k}: {v}" for k, v in sorted(reads.items())) or "none"
+            print(f"\r  {time.monotonic() - started:4.0f} s  reads of /api/stats by answer: {shown}   ",
+                  end="", flush=True)
+    stop.set()
+    for t in threads:
+        t.join()
+    report = {}
+    if load:
+        out, _ = load.communicate(timeout=60)
+        lines = out.strip().splitlines()
+        report = json.loads(lines[-1]) if lines else {}
+    if progress:
+        print()
+        if report:
+            print(f"  webhooks: sent {report['sent']}, accepted {report['accepted']}, "
+                  f"rejected {report['rejected']}", flush=True)
+    return reads, report
+
+
+@contextlib.contextmanager
+def port_forwards(namespace=NAMESPACE):
+    """Each service's admin port (9090) on a local port, through kubectl."""
+    kubectl = os.environ.get("KUBECTL", "kubectl")
+    procs, admins = [], {}
+    try:
+        for service in SERVICES:
+            proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"deploy/{service}", ":9090"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            procs.append(proc)
+            line = proc.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+)", line)
+            if not match:
+                raise SystemExit(f"kubectl port-forward to {service}: {line.strip() or 'no answer'}")
+            admins[service] = f"http://127.0.0.1:{match.group(1)}"
+        yield admins
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["list", "break", "heal"])
+    parser.add_argument("scenario", nargs="?")
+    parser.add_argument("--seconds", type=int, default=60, help="how long to drive traffic (default 60)")
+    parser.add_argument("--cluster", action="store_true", help="the kind cluster (kubectl port-forward)")
+    args = parser.parse_args()
+    if args.action == "list":
+        for name, scenario in SCENARIOS.items():
+            print(f"{name:16} {scenario['summary']}")
+        return 0
+    if args.action == "break" and args.scenario not in SCENARIOS:
+        raise SystemExit(f"scenario must be one of: {', '.join(SCENARIOS)} (got {args.scenario!r})")
+    if args.seconds < 1:
+        raise SystemExit("--seconds must be at least 1")
+    forwards = port_forwards() if args.cluster else contextlib.nullcontext(LOCAL_ADMIN)
+    gateway = CLUSTER_GATEWAY if args.cluster else LOCAL_GATEWAY
+    where = "the cluster" if args.cluster else "make run"
+    with forwards as admins:
+        if args.action == "heal":
+            print(f"healing ({where}):", flush=True)
+            heal(admins)
+            return 0
+        scenario = SCENARIOS[args.scenario]
+        print(f"{args.scenario} ({where}): {scenario['summary']}", flush=True)
+        apply(admins, args.scenario)
+        print(f"driving traffic for {args.seconds} s at {gateway}…", flush=True)
+        drive(gateway, args.scenario, args.seconds)
+    print("\nwhere to look:")
+    for line in scenario["look"]:
+        print(f"  - {line}")
+    if scenario["faults"]:
+        print("\nthe rules stay until: make heal" + (" CLUSTER=1" if args.cluster else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
