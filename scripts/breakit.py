@@ -35,6 +35,8 @@ LOCAL_ADMIN = {"app-gateway": "http://127.0.0.1:9000", "app-event": "http://127.
                "app-notifier": "http://127.0.0.1:9002", "app-storage": "http://127.0.0.1:9003"}
 CLUSTER_GATEWAY = "http://127.0.0.1:30080"
 NAMESPACE = "ticketmesh"
+# Only the project's kind cluster is touched, as in cluster.sh.
+CONTEXT = "kind-ticketmesh"
 
 
 def call(method, url, body=None, timeout=5):
@@ -138,7 +140,7 @@ def port_forwards(namespace=NAMESPACE):
     procs, admins = [], {}
     try:
         for service in SERVICES:
-            proc = subprocess.Popen([kubectl, "-n", namespace, "port-forward", f"deploy/{service}", ":9090"],
+            proc = subprocess.Popen([kubectl, "--context", CONTEXT, "-n", namespace, "port-forward", f"deploy/{service}", ":9090"],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             procs.append(proc)
             line = proc.stdout.readline()
