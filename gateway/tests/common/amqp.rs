@@ -83,6 +83,40 @@ impl Listener {
         got
     }
 
+    /// Takes messages until every id of `expected` has arrived (at most
+    /// `within`), then whatever else comes in 800 ms. Delivery is at least
+    /// once: a message may come twice, with the same id, when its publish was
+    /// confirmed but the confirmation did not reach the relay. Returns the
+    /// ids that came more than once (with their counts); an id outside
+    /// `expected` fails.
+    pub async fn take_ids(
+        &mut self,
+        expected: &std::collections::HashSet<String>,
+        within: Duration,
+    ) -> std::collections::HashMap<String, usize> {
+        let deadline = Instant::now() + within;
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        loop {
+            let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
+            let left = if missing == 0 {
+                Duration::from_millis(800)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match tokio::time::timeout(left, self.consumer.next()).await {
+                Ok(Some(delivery)) => {
+                    let id = message_id(&delivery.unwrap());
+                    assert!(expected.contains(&id), "a message that was never stored: {id}");
+                    *seen.entry(id).or_default() += 1;
+                }
+                _ if missing == 0 => break,
+                _ => panic!("{missing} of {} stored events never published", expected.len()),
+            }
+        }
+        seen.retain(|_, n| *n > 1);
+        seen
+    }
+
     pub async fn close(self) {
         let channel = self.connection.create_channel().await.unwrap();
         channel

@@ -233,6 +233,16 @@ impl Proc {
         self.lines.lock().unwrap().iter().filter(|l| l["trace_id"] == trace_id).cloned().collect()
     }
 
+    /// SIGKILL, as a crash would; waits until it is gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
     /// SIGTERM, then the exit status (which must come within 10 s).
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("still running").to_string();

@@ -1,8 +1,19 @@
 //! Redis cache-aside for single tickets and the stats. Best effort by design:
 //! every call is bounded by a short timeout, and any Redis failure is counted
 //! and then ignored, so reads fall back to the database.
+//!
+//! Two rules keep it correct through an outage:
+//! - after a failure the cache is skipped for [`PAUSE`], so a read does not
+//!   pay the timeout again and again while Redis is away;
+//! - an invalidation that failed is remembered, and until it has been done
+//!   the cache is not read: entries written before the outage may outlive it
+//!   (a network cut leaves them in Redis), and must not be served after it.
 
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, LazyLock, Mutex},
+    time::{Duration, Instant},
+};
 
 use prometheus::IntCounterVec;
 use redis::{AsyncCommands, aio::ConnectionManager};
@@ -12,7 +23,7 @@ use tracing::Instrument;
 static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(
         "cache_requests_total",
-        "Cache lookups and writes, by operation and result (hit, miss, stored, error)",
+        "Cache lookups and writes, by operation and result (hit, miss, stored, error; skipped: paused after a failure)",
         &["op", "result"],
     )
 });
@@ -40,12 +51,25 @@ fn span(command: &'static str) -> tracing::Span {
     }
 }
 
+/// How long the cache is left alone after a failure.
+const PAUSE: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Cache {
     conn: ConnectionManager,
     prefix: String,
     ttl_secs: u64,
     timeout: Duration,
+    health: Arc<Mutex<Health>>,
+}
+
+/// What the last failures left to do.
+#[derive(Default)]
+struct Health {
+    /// Skip Redis until then.
+    paused_until: Option<Instant>,
+    /// Keys whose invalidation failed: to delete before the next read.
+    stale: HashSet<String>,
 }
 
 pub const STATS: &str = "stats";
@@ -62,7 +86,13 @@ impl Cache {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, prefix: prefix.to_owned(), ttl_secs: ttl.as_secs().max(1), timeout })
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            ttl_secs: ttl.as_secs().max(1),
+            timeout,
+            health: Arc::default(),
+        })
     }
 
     pub fn ticket_key(&self, number: &str) -> String {
@@ -73,7 +103,47 @@ impl Cache {
         format!("{}:{STATS}", self.prefix)
     }
 
+    /// Whether Redis may be used now: not paused after a failure, and every
+    /// failed invalidation made up for (tried here, once the pause is over).
+    async fn usable(&self) -> bool {
+        let stale: Vec<String> = {
+            let Ok(health) = self.health.lock() else { return false };
+            if health.paused_until.is_some_and(|until| Instant::now() < until) {
+                return false;
+            }
+            health.stale.iter().cloned().collect()
+        };
+        if stale.is_empty() {
+            return true;
+        }
+        let mut conn = self.conn.clone();
+        let del = conn.del::<_, ()>(&stale).instrument(span("DEL"));
+        match tokio::time::timeout(self.timeout, del).await {
+            Ok(Ok(())) => {
+                if let Ok(mut health) = self.health.lock() {
+                    for key in &stale {
+                        health.stale.remove(key);
+                    }
+                }
+                REQUESTS.with_label_values(&["invalidate", "stored"]).inc();
+                true
+            }
+            Ok(Err(error)) => {
+                self.failed("invalidate", &error.to_string());
+                false
+            }
+            Err(_) => {
+                self.failed("invalidate", "timed out");
+                false
+            }
+        }
+    }
+
     pub async fn get(&self, op: &'static str, key: &str) -> Option<Vec<u8>> {
+        if !self.usable().await {
+            REQUESTS.with_label_values(&[op, "skipped"]).inc();
+            return None;
+        }
         let mut conn = self.conn.clone();
         let get = conn.get::<_, Option<Vec<u8>>>(key).instrument(span("GET"));
         match tokio::time::timeout(self.timeout, get).await {
@@ -91,6 +161,9 @@ impl Cache {
     }
 
     pub async fn put(&self, op: &'static str, key: &str, value: &[u8]) {
+        if !self.usable().await {
+            return;
+        }
         let mut conn = self.conn.clone();
         let set = conn.set_ex::<_, _, ()>(key, value, self.ttl_secs).instrument(span("SETEX"));
         match tokio::time::timeout(self.timeout, set).await {
@@ -112,22 +185,38 @@ impl Cache {
             return;
         }
         keys.push(self.stats_key());
+        if !self.usable().await {
+            self.remember(keys);
+            return;
+        }
         let mut conn = self.conn.clone();
-        let del = conn.del::<_, ()>(keys).instrument(span("DEL"));
-        match tokio::time::timeout(self.timeout, del).await {
-            Ok(Ok(())) => REQUESTS.with_label_values(&["invalidate", "stored"]).inc(),
-            Ok(Err(error)) => {
-                self.failed("invalidate", &error.to_string());
+        let del = conn.del::<_, ()>(&keys).instrument(span("DEL"));
+        let error = match tokio::time::timeout(self.timeout, del).await {
+            Ok(Ok(())) => {
+                REQUESTS.with_label_values(&["invalidate", "stored"]).inc();
+                return;
             }
-            Err(_) => {
-                self.failed("invalidate", "timed out");
-            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        self.failed("invalidate", &error);
+        self.remember(keys);
+    }
+
+    /// Keys to delete before the cache is read again.
+    fn remember(&self, keys: Vec<String>) {
+        if let Ok(mut health) = self.health.lock() {
+            health.stale.extend(keys);
         }
     }
 
+    /// Counts a failure and pauses the cache; always `None` (a miss).
     fn failed(&self, op: &'static str, error: &str) -> Option<Vec<u8>> {
         REQUESTS.with_label_values(&[op, "error"]).inc();
         ERRORS.with_label_values(&[op]).inc();
+        if let Ok(mut health) = self.health.lock() {
+            health.paused_until = Some(Instant::now() + PAUSE);
+        }
         tracing::debug!(op, error, "cache unavailable, using the database");
         None
     }

@@ -1,0 +1,570 @@
+//! The promise under faults: "a 2xx means stored, and everything stored is
+//! published". Each test runs the four binaries (real processes) on
+//! PostgreSQL, Redis and RabbitMQ, each reached through a TCP proxy the test
+//! owns, sends a steady signed load, injects one fault in the middle, and
+//! then checks the books:
+//! - every request answered 2xx is in the database exactly once;
+//! - every stored event was published, and a consumer that de-duplicates by
+//!   message id (as the README asks of consumers) sees each exactly once: a
+//!   crash between the broker's confirm and the relay's acknowledgement
+//!   re-publishes a message with the same id, which is counted and shown;
+//! - every request not answered 2xx got a 503/504 with a JSON error body;
+//! - the last seconds of load, after the fault ended, were all 2xx (the
+//!   system recovered without restarting anything but what the fault killed).
+//!
+//! The tests take turns (one lock): each stack alone saturates two cores.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::{
+    amqp::{Listener, wait_until_published},
+    procs::Proc,
+    *,
+};
+use serde_json::Value;
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A free port on loopback (for a process that must come back on it).
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+/// `url` with its host:port replaced by `addr` (the proxy's).
+fn through(url: &str, addr: &str) -> String {
+    url.replacen(&host_port(url), addr, 1)
+}
+
+/// The four binaries on fixed ports, every backend behind a proxy.
+struct Rig {
+    backend: Backend,
+    exchange: String,
+    postgres: Proxy,
+    redis: Proxy,
+    rabbitmq: Proxy,
+    env: HashMap<&'static str, Vec<(&'static str, String)>>,
+    procs: HashMap<&'static str, Proc>,
+    base: String,
+    storage_admin: String,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let backend = Backend::postgres(true).await;
+        let exchange = unique("resilience");
+        let postgres = Proxy::start(&host_port(&backend.database_url)).await;
+        let redis = Proxy::start(&host_port(&redis_url())).await;
+        let rabbitmq = Proxy::start(&host_port(&amqp_url())).await;
+        let addr = |p: &Proxy| p.addr.to_string();
+        let (storage, storage_admin) = (free_addr(), free_addr());
+        let (notifier, notifier_admin) = (free_addr(), free_addr());
+        let (event, event_admin, http) = (free_addr(), free_addr(), free_addr());
+        let env = HashMap::from([
+            (
+                "app-storage",
+                vec![
+                    ("GRPC_ADDR", storage.clone()),
+                    ("ADMIN_ADDR", storage_admin.clone()),
+                    ("DATABASE_URL", through(&backend.database_url, &addr(&postgres))),
+                    ("DATABASE_TIMEOUT", "2s".into()),
+                    ("REDIS_URL", through(&redis_url(), &addr(&redis))),
+                    ("CACHE_PREFIX", backend.cache_prefix.clone()),
+                ],
+            ),
+            (
+                "app-notifier",
+                vec![
+                    ("GRPC_ADDR", notifier.clone()),
+                    ("ADMIN_ADDR", notifier_admin),
+                    ("AMQP_URL", through(&amqp_url(), &addr(&rabbitmq))),
+                    ("AMQP_EXCHANGE", exchange.clone()),
+                    ("PUBLISH_TIMEOUT", "2s".into()),
+                ],
+            ),
+            (
+                "app-event",
+                vec![
+                    ("GRPC_ADDR", event.clone()),
+                    ("ADMIN_ADDR", event_admin),
+                    ("STORAGE_URL", format!("http://{storage}")),
+                    ("NOTIFIER_URL", format!("http://{notifier}")),
+                    ("STORAGE_TIMEOUT", "3s".into()),
+                ],
+            ),
+            (
+                "app-gateway",
+                vec![
+                    ("HTTP_ADDR", http.clone()),
+                    ("EVENT_URL", format!("http://{event}")),
+                    ("STORAGE_URL", format!("http://{storage}")),
+                    ("NOTIFIER_URL", format!("http://{notifier}")),
+                    ("WEBHOOK_SECRET", SECRET.to_owned()),
+                    ("GRPC_TIMEOUT", "5s".into()),
+                ],
+            ),
+        ]);
+        let mut rig = Self {
+            backend,
+            exchange,
+            postgres,
+            redis,
+            rabbitmq,
+            env,
+            procs: HashMap::new(),
+            base: format!("http://{http}"),
+            storage_admin: format!("http://{storage_admin}"),
+        };
+        for name in ["app-storage", "app-notifier", "app-event", "app-gateway"] {
+            rig.spawn(name).await;
+        }
+        rig.ready().await;
+        rig
+    }
+
+    async fn spawn(&mut self, name: &'static str) {
+        let proc = Proc::start(name, &self.env[name]).await;
+        self.procs.insert(name, proc);
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    async fn kill(&mut self, name: &'static str) {
+        self.procs.remove(name).unwrap().kill().await;
+    }
+
+    async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(reqwest::get(format!("{}/ready", self.base)).await, Ok(r) if r.status() == 200) {
+            assert!(Instant::now() < deadline, "the stack did not become ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM to each still running, gateway first; each must exit 0.
+    async fn stop(mut self, listener: Listener) {
+        for name in ["app-gateway", "app-event", "app-notifier", "app-storage"] {
+            if let Some(proc) = self.procs.remove(name) {
+                let status = proc.terminate().await;
+                assert!(status.success(), "{name} exited with {status}");
+            }
+        }
+        listener.close().await;
+        self.backend.drop_database().await;
+    }
+}
+
+impl Gateway for Rig {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// What one request of the load got.
+#[derive(Debug, Clone)]
+struct Outcome {
+    number: String,
+    /// Seconds after the load started.
+    sent_at: f64,
+    /// None: no HTTP answer (connection refused or reset).
+    status: Option<u16>,
+    body: Value,
+}
+
+/// A steady signed load: `rate` fresh deliveries a second for `seconds`,
+/// each its own ticket, every answer kept.
+fn load(base: &str, tag: &str, rate: u32, seconds: f64) -> tokio::task::JoinHandle<Vec<Outcome>> {
+    let (base, tag) = (base.to_owned(), tag.to_owned());
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        let mut i = 0u32;
+        while started.elapsed().as_secs_f64() < seconds {
+            tick.tick().await;
+            let (client, base, outcomes) = (client.clone(), base.clone(), outcomes.clone());
+            let number = format!("RES-{tag}-{i:05}");
+            let sent_at = started.elapsed().as_secs_f64();
+            i += 1;
+            tasks.spawn(async move {
+                let body = delivery("ticket_created", &number, "Concert", "20.00", "");
+                let request = client
+                    .post(format!("{base}/webhook"))
+                    .header("content-type", "application/json")
+                    .header("petzi-signature", sign(body.as_bytes()))
+                    .body(body);
+                let (status, body) = match request.send().await {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let text = r.text().await.unwrap_or_default();
+                        (Some(status), serde_json::from_str(&text).unwrap_or(Value::String(text)))
+                    }
+                    Err(e) => (None, Value::String(e.to_string())),
+                };
+                outcomes.lock().unwrap().push(Outcome { number, sent_at, status, body });
+            });
+        }
+        tasks.join_all().await;
+        let mut outcomes = Arc::into_inner(outcomes).unwrap().into_inner().unwrap();
+        outcomes.sort_by(|a, b| a.sent_at.total_cmp(&b.sent_at));
+        outcomes
+    })
+}
+
+/// The books after a run: stored once, published once, refusals retryable,
+/// recovered by the end. `no_answer_ok`: requests with no HTTP answer are
+/// allowed (the gateway itself stopped); none may be 2xx and lost.
+async fn audit(
+    rig: &Rig,
+    listener: &mut Listener,
+    outcomes: &[Outcome],
+    recovered_after: f64,
+    no_answer_ok: bool,
+) {
+    let accepted: Vec<&Outcome> = outcomes.iter().filter(|o| o.status.is_some_and(|s| s < 300)).collect();
+    for o in outcomes.iter().filter(|o| o.status.is_none_or(|s| s >= 300)) {
+        match o.status {
+            Some(503 | 504) => {
+                assert!(
+                    o.body["error"]["code"].is_string(),
+                    "{}: {} without a JSON error: {}",
+                    o.number,
+                    o.status.unwrap(),
+                    o.body
+                )
+            }
+            None => assert!(no_answer_ok, "{} got no answer: {}", o.number, o.body),
+            Some(other) => panic!("{} answered {other}, not 2xx/503/504: {}", o.number, o.body),
+        }
+    }
+    let late: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.sent_at >= recovered_after && o.status.is_none_or(|s| s >= 300))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "not recovered: {} requests after {recovered_after} s failed, e.g. {:?}",
+        late.len(),
+        late.first()
+    );
+
+    wait_until_published(&rig.backend).await;
+    let rows: Vec<(String, String)> = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&rig.backend.database_url).await.unwrap();
+        let partial: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM outbox), \
+             (SELECT COUNT(*) FROM tickets) - (SELECT COUNT(DISTINCT ticket_number) FROM events)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            partial.0 == partial.1 && partial.2 == 0,
+            "partial rows (events, outbox, tickets beyond the events' tickets): {partial:?}"
+        );
+        sqlx::query_as("SELECT delivery_id, ticket_number FROM events").fetch_all(&mut conn).await.unwrap()
+    };
+    // Each request of the load is its own ticket, created once.
+    let mut stored: HashMap<&str, usize> = HashMap::new();
+    for (_, number) in &rows {
+        *stored.entry(number.as_str()).or_default() += 1;
+    }
+    let twice: Vec<&&str> = outcomes
+        .iter()
+        .filter_map(|o| stored.get_key_value(o.number.as_str()))
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let lost: Vec<&str> =
+        accepted.iter().map(|o| o.number.as_str()).filter(|n| !stored.contains_key(n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} answered 2xx but not stored, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+
+    let ids: std::collections::HashSet<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+    let again = listener.take_ids(&ids, Duration::from_secs(30)).await;
+    let refused = outcomes.len() - accepted.len();
+    eprintln!(
+        "{} sent: {} accepted, all stored once and published ({} stored in all); {refused} refused with \
+         503/504 or no answer; {} message ids delivered more than once",
+        outcomes.len(),
+        accepted.len(),
+        rows.len(),
+        again.len()
+    );
+}
+
+/// Answers per second of the load, by status: what a failure message shows.
+fn timeline(outcomes: &[Outcome]) -> String {
+    let mut seconds: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, usize>> =
+        Default::default();
+    for o in outcomes {
+        let status = o.status.map_or("none".to_owned(), |s| s.to_string());
+        *seconds.entry(o.sent_at as u64).or_default().entry(status).or_default() += 1;
+    }
+    seconds.iter().map(|(s, by)| format!("{s:>3} s: {by:?}")).collect::<Vec<_>>().join("\n")
+}
+
+const RATE: u32 = 80;
+
+async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, Rig, Listener) {
+    let turn = TURN.lock().await;
+    let rig = Rig::start().await;
+    let listener = Listener::bind(&rig.exchange).await;
+    (turn, rig, listener)
+}
+
+async fn metric(url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} at {url}"))
+        .parse()
+        .unwrap()
+}
+
+fn count(outcomes: &[Outcome], from: f64, to: f64, status: Option<u16>) -> usize {
+    outcomes.iter().filter(|o| o.sent_at >= from && o.sent_at < to && o.status == status).count()
+}
+
+// The load runs 14 s at 200/s; each fault starts at 3 s and ends by 8 s; the
+// requests sent from 11 s on must all be 2xx.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_unreachable_for_5_s_then_the_backlog_drains() {
+    let (_turn, rig, mut listener) = setup().await;
+    let running = load(&rig.base, "amqp", RATE, 14.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.rabbitmq.cut();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let backlog = metric(&rig.storage_admin, "outbox_backlog").await;
+    rig.rabbitmq.restore();
+    let outcomes = running.await.unwrap();
+    eprintln!("{}", timeline(&outcomes));
+    assert!(backlog > 200.0, "the backlog did not grow with the broker cut off: {backlog}");
+    // Webhooks do not need the broker: accepted throughout.
+    assert_eq!(count(&outcomes, 0.0, f64::INFINITY, Some(200)), outcomes.len(), "every webhook accepted");
+    audit(&rig, &mut listener, &outcomes, 11.0, false).await;
+    rig.stop(listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifier_killed_and_restarted() {
+    let (_turn, mut rig, mut listener) = setup().await;
+    let running = load(&rig.base, "notifier", RATE, 14.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.kill("app-notifier").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let backlog = metric(&rig.storage_admin, "outbox_backlog").await;
+    rig.spawn("app-notifier").await;
+    let outcomes = running.await.unwrap();
+    eprintln!("{}", timeline(&outcomes));
+    assert!(backlog > 200.0, "the backlog did not grow with the notifier down: {backlog}");
+    // Webhooks do not need the notifier: accepted throughout.
+    assert_eq!(count(&outcomes, 0.0, f64::INFINITY, Some(200)), outcomes.len(), "every webhook accepted");
+    audit(&rig, &mut listener, &outcomes, 11.0, false).await;
+    rig.stop(listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_killed_and_restarted() {
+    let (_turn, mut rig, mut listener) = setup().await;
+    let running = load(&rig.base, "storage", RATE, 14.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.kill("app-storage").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.spawn("app-storage").await;
+    let outcomes = running.await.unwrap();
+    eprintln!("{}", timeline(&outcomes));
+    assert!(count(&outcomes, 3.5, 6.0, Some(503)) > 0, "no 503 while storage was down");
+    audit(&rig, &mut listener, &outcomes, 11.0, false).await;
+    rig.stop(listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_unreachable_for_5_s() {
+    let (_turn, rig, mut listener) = setup().await;
+    let running = load(&rig.base, "postgres", RATE, 14.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.postgres.cut();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    rig.postgres.restore();
+    let outcomes = running.await.unwrap();
+    eprintln!("{}", timeline(&outcomes));
+    let refused = count(&outcomes, 3.5, 8.0, Some(503)) + count(&outcomes, 3.5, 8.0, Some(504));
+    assert!(refused > 0, "no 503/504 while PostgreSQL was cut off");
+    audit(&rig, &mut listener, &outcomes, 11.0, false).await;
+    rig.stop(listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_reads_stay_correct_then_and_after() {
+    let (_turn, rig, mut listener) = setup().await;
+    let client = reqwest::Client::new();
+    let stats = || async { get(&client, format!("{}/api/stats", rig.base)).await };
+    let ticket = |n: &str| {
+        let url = format!("{}/api/tickets/{n}", rig.base);
+        let client = client.clone();
+        async move { get(&client, url).await }
+    };
+    let numbers: Vec<String> = (0..10).map(|i| format!("RES-redis-{i:02}")).collect();
+    for n in &numbers {
+        assert_eq!(
+            post_signed(&client, &rig, &delivery("ticket_created", n, "Concert", "20.00", "")).await.status,
+            200
+        );
+    }
+    // Both are now cached.
+    assert_eq!(stats().await.body["tickets"], 10);
+    assert_eq!(ticket(&numbers[0]).await.body["cancellationReason"], "");
+
+    rig.redis.cut();
+    let cancel = delivery("ticket_updated", &numbers[0], "Concert", "20.00", "customer_request");
+    assert_eq!(post_signed(&client, &rig, &cancel).await.status, 200, "writes do not need the cache");
+    for i in 10..15 {
+        let body = delivery("ticket_created", &format!("RES-redis-{i:02}"), "Concert", "20.00", "");
+        assert_eq!(post_signed(&client, &rig, &body).await.status, 200);
+    }
+    let during = stats().await;
+    assert_eq!(
+        (during.status, &during.body["tickets"]),
+        (200, &Value::from(15)),
+        "from the database: {}",
+        during.body
+    );
+    assert_eq!(ticket(&numbers[0]).await.body["cancellationReason"], "customer_request");
+
+    // Redis is back with the entries cached before the cut: they were
+    // written before the changes above and must not be served.
+    rig.redis.restore();
+    let after = stats().await;
+    assert_eq!(
+        (after.status, &after.body["tickets"]),
+        (200, &Value::from(15)),
+        "stale after the cut: {}",
+        after.body
+    );
+    assert_eq!(after.body["cancelledTickets"], 1, "{}", after.body);
+    assert_eq!(
+        ticket(&numbers[0]).await.body["cancellationReason"],
+        "customer_request",
+        "stale ticket after the cut"
+    );
+    let outcomes: Vec<Outcome> = Vec::new();
+    audit(&rig, &mut listener, &outcomes, 0.0, false).await;
+    rig.stop(listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_gateway_under_load_finishes_what_it_took() {
+    let (_turn, mut rig, mut listener) = setup().await;
+    let running = load(&rig.base, "sigterm", RATE, 6.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gateway = rig.procs.remove("app-gateway").unwrap();
+    let status = gateway.terminate().await;
+    assert!(status.success(), "the gateway exited with {status}");
+    let refused = reqwest::get(format!("{}/health", rig.base)).await;
+    assert!(refused.is_err(), "a new connection after the exit was served");
+    let outcomes = running.await.unwrap();
+    eprintln!("{}", timeline(&outcomes));
+    // What it took before the signal it answered; after, connections are refused.
+    let answered: Vec<&Outcome> = outcomes.iter().filter(|o| o.status.is_some()).collect();
+    assert!(
+        answered.iter().all(|o| o.status == Some(200)),
+        "a request in flight was not completed: {:?}",
+        answered.iter().find(|o| o.status != Some(200))
+    );
+    assert!(
+        count(&outcomes, 0.0, 2.9, Some(200)) > 150 && count(&outcomes, 3.5, 6.0, None) > 100,
+        "the load ran on both sides of the signal"
+    );
+    audit(&rig, &mut listener, &outcomes, f64::INFINITY, true).await;
+    rig.stop(listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_clients_come_and_go_without_leaks() {
+    let (_turn, rig, listener) = setup().await;
+    let notifier_admin = format!("http://{}", rig.env["app-notifier"][1].1);
+    let rss_kib = |proc: &Proc| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", proc.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let fds = |proc: &Proc| std::fs::read_dir(format!("/proc/{}/fd", proc.pid())).unwrap().count();
+    let open = || async {
+        (metric(&rig.base, "sse_clients").await, metric(&notifier_admin, "notifier_subscribers").await)
+    };
+    let until = |want: (f64, f64), what: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = open().await;
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: (sse_clients, notifier_subscribers) = {now:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // 200 clients connect (each answer's headers come once its subscription,
+    // a queue on RabbitMQ, exists), all are counted, then all go away.
+    let round = || async {
+        let client = reqwest::Client::new();
+        let mut connecting = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let (client, url) = (client.clone(), format!("{}/events", rig.base));
+            connecting.spawn(async move { client.get(url).send().await.unwrap() });
+        }
+        let streams = connecting.join_all().await;
+        assert!(streams.iter().all(|r| r.status() == 200));
+        until((200.0, 200.0), "200 clients connected").await;
+        drop(streams);
+        until((0.0, 0.0), "streams still open after their clients left").await;
+    };
+    round().await; // warm-up: buffers and pools reach their size
+    let (gateway, notifier) = (&rig.procs["app-gateway"], &rig.procs["app-notifier"]);
+    let before = (rss_kib(gateway), rss_kib(notifier), fds(gateway), fds(notifier));
+    for i in 0..5 {
+        round().await;
+        eprintln!("round {i}: RSS KiB gateway {} notifier {}", rss_kib(gateway), rss_kib(notifier));
+    }
+    let after = (rss_kib(gateway), rss_kib(notifier), fds(gateway), fds(notifier));
+    eprintln!(
+        "RSS KiB and fds (gateway, notifier) after the warm-up {before:?}, after 1,000 more clients {after:?}"
+    );
+    assert!(after.0 < before.0 + 4096 && after.1 < before.1 + 4096, "RSS grew: {before:?} → {after:?}");
+    assert!(
+        after.2 <= before.2 + 2 && after.3 <= before.3 + 2,
+        "file descriptors grew: {before:?} → {after:?}"
+    );
+    rig.stop(listener).await;
+}
