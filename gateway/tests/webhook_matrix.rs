@@ -234,6 +234,28 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+async fn send_case(client: &reqwest::Client, stack: &impl Gateway, case: &Case) -> Answer {
+    let headers: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    post(client, stack, case.body.clone(), &headers).await
+}
+
+/// What is wrong with the answer to a case, if anything.
+fn wrong(case: &Case, answer: &Answer) -> Option<String> {
+    let code = answer.body["error"]["code"].as_str().unwrap_or("<no JSON error>");
+    let message = answer.body["error"]["message"].as_str().unwrap_or("");
+    let trace_id = answer.body["error"]["trace_id"].as_str().unwrap_or("");
+    let right = answer.status == case.status
+        && code == case.code
+        && message.contains(&case.mentions)
+        && trace_id.len() == 32;
+    (!right).then(|| {
+        format!(
+            "{}: expected {} {} mentioning {:?}, got {} {}",
+            case.name, case.status, case.code, case.mentions, answer.status, answer.body
+        )
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_webhook_gets_its_exact_status_and_code() {
     let backend = Backend::sqlite();
@@ -243,21 +265,7 @@ async fn every_bad_webhook_gets_its_exact_status_and_code() {
     assert!(cases.len() > 40, "the matrix covers every field: {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
-        let headers: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let answer = post(&client, &stack, case.body.clone(), &headers).await;
-        let code = answer.body["error"]["code"].as_str().unwrap_or("<no JSON error>");
-        let message = answer.body["error"]["message"].as_str().unwrap_or("");
-        let trace_id = answer.body["error"]["trace_id"].as_str().unwrap_or("");
-        if answer.status != case.status
-            || code != case.code
-            || !message.contains(&case.mentions)
-            || trace_id.len() != 32
-        {
-            failures.push(format!(
-                "{}: expected {} {} mentioning {:?}, got {} {}",
-                case.name, case.status, case.code, case.mentions, answer.status, answer.body
-            ));
-        }
+        failures.extend(wrong(case, &send_case(&client, &stack, case).await));
     }
     assert!(
         failures.is_empty(),
@@ -299,5 +307,54 @@ async fn unknown_routes_and_methods_answer_json_errors() {
     let bad_token = get(&client, stack.url("/api/tickets?page_token=xyz")).await;
     assert_eq!((bad_token.status, bad_token.body["error"]["code"].as_str()), (400, Some("invalid_query")));
     stack.stop().await;
+    backend.drop_database().await;
+}
+
+/// The matrix at scale: every case five times, mixed with 300 good deliveries,
+/// 32 in flight, on PostgreSQL. The good ones are all accepted and stored,
+/// the bad ones all get their exact 4xx, and nothing else is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matrix_mixed_with_good_traffic_under_concurrency() {
+    let backend = Backend::postgres(false).await;
+    let stack = std::sync::Arc::new(Stack::start(&backend).await.ready().await);
+    let client = reqwest::Client::new();
+    let cases = std::sync::Arc::new(cases());
+    let good: Vec<String> = (0..300).map(|i| format!("MIX{i:04}")).collect();
+    // Interleaved: a good delivery, then a bad case, round after round.
+    let mut plan: Vec<Result<String, usize>> = Vec::new();
+    for i in 0..good.len().max(cases.len() * 5) {
+        if let Some(number) = good.get(i) {
+            plan.push(Ok(number.clone()));
+        }
+        if i < cases.len() * 5 {
+            plan.push(Err(i % cases.len()));
+        }
+    }
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = tokio::task::JoinSet::new();
+    for item in plan {
+        let (gate, client, stack, cases) = (gate.clone(), client.clone(), stack.clone(), cases.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            match item {
+                Ok(number) => {
+                    let answer = post_signed(
+                        &client,
+                        &stack,
+                        &delivery("ticket_created", &number, "Concert", "20.00", ""),
+                    )
+                    .await;
+                    let right = answer.status == 200 && answer.body["duplicate"] == false;
+                    (!right).then(|| format!("good {number}: {} {}", answer.status, answer.body))
+                }
+                Err(i) => wrong(&cases[i], &send_case(&client, &stack, &cases[i]).await),
+            }
+        });
+    }
+    let failures: Vec<String> = tasks.join_all().await.into_iter().flatten().collect();
+    assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(backend.count("SELECT COUNT(*) FROM events").await, 300, "exactly the good ones stored");
+    assert_eq!(backend.count("SELECT COUNT(*) FROM tickets WHERE number LIKE 'MIX%'").await, 300);
+    std::sync::Arc::into_inner(stack).unwrap().stop().await;
     backend.drop_database().await;
 }
