@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e ui manifests observability observe simulate bench break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+.PHONY: help run test lint unit e2e ui manifests observability observe simulate bench soak break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
 	images images-multiarch kind-up kind-down dashboard logs status
 
 help: ## List the targets
@@ -80,6 +80,10 @@ fmt: ## Format the code
 bench: ## Release build, then webhook/hello/read/health throughput and latency, peak RSS, time to ready → BENCH.md (needs wrk)
 	cargo build --release --bins
 	python3 scripts/bench.py
+
+soak: ## Release build, then SOAK_SECONDS (600) at SOAK_RATE (50) webhooks/s on PostgreSQL, Redis, RabbitMQ: each process's RSS and open fds every 10 s, their slopes → data/soak.md
+	cargo build --release --bins
+	python3 scripts/soak.py
 
 break: ## Switch a failure scenario on and drive traffic at it: make break SCENARIO=flaky-reads|slow-storage|broker-down|forged-webhooks [CLUSTER=1] [SECONDS=60]
 	@test -n "$(SCENARIO)" || { python3 scripts/breakit.py list; echo "usage: make break SCENARIO=<one of the above> [CLUSTER=1]"; exit 2; }
