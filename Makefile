@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 TOOLS := .venv-tools
 
 .PHONY: help run test lint unit e2e ui manifests observability observe simulate bench soak break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
-	images images-multiarch kind-up kind-down dashboard logs status
+	images images-multiarch kind-up kind-down dashboard logs status fuzz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -144,3 +144,22 @@ status: ## Pods, linkerd viz stat, edges (mTLS identities), per-route outbound s
 
 logs: ## Recent logs of every pod in the cluster, or follow one: make logs APP=app-event
 	@scripts/cluster.sh logs $(APP)
+
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= signature_header petzi_payload sns_message
+
+fuzz: ## libFuzzer on the untrusted-input parsers, FUZZ_SECONDS (600) each, one after another; not part of test: make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS=petzi_payload]
+	@cargo +nightly --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain: rustup toolchain install nightly" >&2; exit 1; }
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz needs cargo-fuzz: cargo install cargo-fuzz --locked" >&2; exit 1; }
+	cd fuzz && cargo +nightly fuzz build
+	@cd fuzz && mkdir -p logs && failed=0; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t; seeds=$$(test -d seeds/$$t && echo seeds/$$t); \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s (log: fuzz/logs/$$t.log)"; \
+	  if cargo +nightly fuzz run $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_SECONDS) >logs/$$t.log 2>&1; then \
+	    printf '%-17s ok      %s; corpus %s inputs\n' $$t "$$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' logs/$$t.log | tail -1)" "$$(ls corpus/$$t | wc -l)"; \
+	  else \
+	    failed=1; printf '%-17s FAILED  see fuzz/logs/%s.log (a crashing input is kept in fuzz/artifacts/%s/)\n' $$t $$t $$t; \
+	    grep -E 'panicked at|^SUMMARY|Test unit written|deadly signal' logs/$$t.log | head -5 | sed 's/^/    /'; \
+	  fi; \
+	done; exit $$failed

@@ -555,26 +555,47 @@ async fn hello(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
 /// A message SNS POSTs to an HTTP subscription (sent as text/plain JSON).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SnsMessage {
-    r#type: String,
-    message_id: String,
-    topic_arn: String,
+pub struct SnsMessage {
+    pub r#type: String,
+    pub message_id: String,
+    pub topic_arn: String,
     #[serde(default)]
-    subject: Option<String>,
+    pub subject: Option<String>,
     #[serde(default)]
-    message: String,
+    pub message: String,
     #[serde(default)]
-    timestamp: String,
+    pub timestamp: String,
     #[serde(default)]
-    token: Option<String>,
+    pub token: Option<String>,
     #[serde(default)]
-    message_attributes: std::collections::HashMap<String, SnsAttribute>,
+    pub message_attributes: std::collections::HashMap<String, SnsAttribute>,
 }
 
 #[derive(Debug, Deserialize)]
-struct SnsAttribute {
+pub struct SnsAttribute {
     #[serde(rename = "Value")]
-    value: String,
+    pub value: String,
+}
+
+/// The body of a `POST /sns`, as the handler reads it (pure: the fuzz target
+/// `sns_message` drives it).
+pub fn parse_sns_message(body: &[u8]) -> Result<SnsMessage, serde_json::Error> {
+    // serde's derive also reads a struct from a JSON array, field by field in
+    // order; SNS posts an object, so an array is not a message.
+    if body.trim_ascii_start().first() == Some(&b'[') {
+        return Err(serde::de::Error::invalid_type(serde::de::Unexpected::Seq, &"an SNS message object"));
+    }
+    serde_json::from_slice(body)
+}
+
+/// The topic's name: the last `:`-separated part of its ARN.
+pub fn sns_topic_name(topic_arn: &str) -> &str {
+    topic_arn.rsplit(':').next().unwrap_or_default()
+}
+
+/// When SNS published the message, if its `Timestamp` is an RFC 3339 time.
+pub fn sns_published_at(timestamp: &str) -> Option<prost_types::Timestamp> {
+    humantime::parse_rfc3339_weak(timestamp).ok().map(Into::into)
 }
 
 /// The SNS HTTP subscription endpoint: confirms subscriptions to our topics,
@@ -582,7 +603,7 @@ struct SnsAttribute {
 /// rejects everything else with 400.
 async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, AppError> {
     let body = read_body(&headers, body, state.0.max_body_bytes).await?;
-    let message: SnsMessage = serde_json::from_slice(&body)
+    let message = parse_sns_message(&body)
         .map_err(|e| AppError::bad_request("invalid_sns_message", format!("not an SNS message: {e}")))?;
     if let Some(declared) = headers.get("x-amz-sns-message-type")
         && declared.as_bytes() != message.r#type.as_bytes()
@@ -592,7 +613,7 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
             "x-amz-sns-message-type does not match Type",
         ));
     }
-    let topic = message.topic_arn.rsplit(':').next().unwrap_or_default();
+    let topic = sns_topic_name(&message.topic_arn);
     if !state.0.sns_topics.iter().any(|t| t == topic) {
         return Err(AppError::bad_request(
             "unknown_topic",
@@ -615,7 +636,7 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
             Ok(Json(json!({"status": "confirmed"})))
         }
         "Notification" => {
-            let published_at = humantime::parse_rfc3339_weak(&message.timestamp).ok().map(Into::into);
+            let published_at = sns_published_at(&message.timestamp);
             let attributes: std::collections::HashMap<String, String> =
                 message.message_attributes.into_iter().map(|(k, a)| (k, a.value)).collect();
             // SNS carries no HTTP trace context: the message attributes do.
@@ -715,4 +736,24 @@ pub async fn serve(
     }
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_sns_message_is_an_object_not_an_array() {
+        let object = br#"{"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:0:ticket-events"}"#;
+        let message = parse_sns_message(object).unwrap();
+        assert_eq!(
+            (message.r#type.as_str(), sns_topic_name(&message.topic_arn)),
+            ("Notification", "ticket-events")
+        );
+        // Found by the sns_message fuzz target's invariant: serde read this
+        // array as the same message, by position.
+        let array = br#" ["Notification", "m-1", "arn:aws:sns:us-east-1:0:ticket-events"]"#;
+        let error = parse_sns_message(array).unwrap_err().to_string();
+        assert_eq!(error, "invalid type: sequence, expected an SNS message object");
+    }
 }

@@ -164,7 +164,10 @@ fn is_date(s: &str) -> bool {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return false;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|p| p.parse::<u32>().ok());
+    // Digits only: `u32::from_str` would also take a sign ("+1").
+    let num = |r: std::ops::Range<usize>| {
+        s.get(r).filter(|p| p.bytes().all(|b| b.is_ascii_digit())).and_then(|p| p.parse::<u32>().ok())
+    };
     match (num(0..4), num(5..7), num(8..10)) {
         (Some(_), Some(m), Some(d)) => (1..=12).contains(&m) && (1..=31).contains(&d),
         _ => false,
@@ -173,7 +176,9 @@ fn is_date(s: &str) -> bool {
 
 fn is_time_of_day(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    let ok = |p: &str, max: u32| p.len() == 2 && p.parse::<u32>().is_ok_and(|v| v <= max);
+    let ok = |p: &str, max: u32| {
+        p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|v| v <= max)
+    };
     match parts.as_slice() {
         [h, m] => ok(h, 23) && ok(m, 59),
         [h, m, sec] => ok(h, 23) && ok(m, 59) && ok(sec, 59),
@@ -357,6 +362,23 @@ mod tests {
         assert_eq!(field_of(&bad_date), "details.ticket.sessions[0].date");
     }
 
+    /// Found by `accepted_session_dates_and_times_are_well_formed`: a sign
+    /// in a digit's place ("00:+0") used to pass, as `u32::from_str` takes it.
+    #[test]
+    fn a_sign_is_not_a_digit_in_dates_and_times() {
+        for (key, bad) in [
+            ("date", "2026-+1-12"),
+            ("date", "+026-12-12"),
+            ("date", "2026-12-+1"),
+            ("time", "00:+0"),
+            ("time", "+1:30:00"),
+            ("doors", "20:30:+0"),
+        ] {
+            let body = with(|v| v["details"]["ticket"]["sessions"][0][key] = bad.into());
+            assert_eq!(field_of(&body), format!("details.ticket.sessions[0].{key}"), "{bad}");
+        }
+    }
+
     #[test]
     fn not_json_and_not_an_object_differ() {
         assert!(matches!(parse(b""), Err(PayloadError::InvalidJson(_))));
@@ -369,5 +391,320 @@ mod tests {
     #[test]
     fn the_delivery_id_is_the_body_hash() {
         assert_eq!(delivery_id(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
+
+/// Properties over generated input: no body makes the parser panic; a valid
+/// delivery with any field values parses and keeps them exactly; what is
+/// accepted is well formed.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// The keys the parser looks for, so generated objects reach into it.
+    const KEYS: &[&str] = &[
+        "event",
+        "details",
+        "ticket",
+        "buyer",
+        "number",
+        "type",
+        "title",
+        "category",
+        "eventId",
+        "cancellationReason",
+        "sessions",
+        "name",
+        "date",
+        "time",
+        "doors",
+        "location",
+        "street",
+        "city",
+        "postcode",
+        "promoter",
+        "price",
+        "amount",
+        "currency",
+        "role",
+        "firstName",
+        "lastName",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter("JSON has no NaN or infinity", |f| f.is_finite()).prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            prop_oneof![Just("ticket_created"), Just("ticket_updated"), Just("42.50"), Just("CHF")]
+                .prop_map(Value::from),
+        ];
+        let key =
+            prop_oneof![3 => proptest::sample::select(KEYS).prop_map(str::to_owned), 1 => any::<String>()];
+        leaf.prop_recursive(6, 64, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn example() -> Value {
+        serde_json::from_str(tests::EXAMPLE).unwrap()
+    }
+
+    /// Every path of the example, as keys and array indices.
+    fn paths(value: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        let children: Vec<(String, &Value)> = match value {
+            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            Value::Array(items) => items.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+            _ => vec![],
+        };
+        for (key, child) in children {
+            prefix.push(key);
+            out.push(prefix.clone());
+            paths(child, prefix, out);
+            prefix.pop();
+        }
+    }
+
+    fn replace_at(value: &mut Value, path: &[String], new: Value) {
+        let mut node = value;
+        for key in path {
+            node = match node {
+                Value::Array(items) => &mut items[key.parse::<usize>().unwrap()],
+                other => &mut other[key.as_str()],
+            };
+        }
+        *node = new;
+    }
+
+    /// A valid PETZI amount of `units`.`cents`, spelt in each accepted way.
+    fn amount() -> impl Strategy<Value = (String, i64, i32)> {
+        (0i64..=999_999_999_999_999, 0i32..100, 0..3).prop_map(|(units, cents, spelling)| {
+            let text = match spelling {
+                1 if cents % 10 == 0 => format!("{units}.{}", cents / 10),
+                2 if cents == 0 => units.to_string(),
+                _ => format!("{units}.{cents:02}"),
+            };
+            (text, units, cents * 10_000_000)
+        })
+    }
+
+    fn session() -> impl Strategy<Value = Value> {
+        let clock = |seconds: bool| {
+            (0u32..24, 0u32..60, 0u32..60).prop_map(move |(h, m, s)| {
+                if seconds { format!("{h:02}:{m:02}:{s:02}") } else { format!("{h:02}:{m:02}") }
+            })
+        };
+        (
+            any::<String>(),
+            (0u32..10_000, 1u32..=12, 1u32..=31).prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
+            any::<bool>().prop_flat_map(clock),
+            any::<bool>().prop_flat_map(clock),
+            [any::<String>(), any::<String>(), any::<String>(), any::<String>()],
+        )
+            .prop_map(|(name, date, time, doors, [lname, street, city, postcode])| {
+                json!({"name": name, "date": date, "time": time, "doors": doors,
+                       "location": {"name": lname, "street": street, "city": city, "postcode": postcode}})
+            })
+    }
+
+    /// What a generated document must parse to.
+    #[derive(Debug, Clone)]
+    struct Expected {
+        event_type: EventType,
+        number: String,
+        category: String,
+        event_id: i64,
+        units: i64,
+        nanos: i32,
+        currency: String,
+        cancellation_reason: String,
+        sessions: usize,
+        first_name: String,
+    }
+
+    fn delivery() -> impl Strategy<Value = (Vec<u8>, Expected)> {
+        let number = any::<String>().prop_filter("a number is not blank", |n| !n.trim().is_empty());
+        let cancellation = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            any::<String>().prop_map(|s| Some(Value::from(s)))
+        ];
+        (
+            (any::<bool>(), number, any::<String>(), any::<i64>(), amount(), "[A-Z]{3}", cancellation),
+            (proptest::collection::vec(session(), 0..3), proptest::array::uniform6(any::<String>()), 0..3),
+        )
+            .prop_map(
+                |(
+                    (updated, number, category, event_id, (amount, units, nanos), currency, cancellation),
+                    (sessions, [kind, title, event, promoter, first_name, rest], layout),
+                )| {
+                    let mut ticket = json!({
+                        "number": number, "type": kind, "title": title, "category": category,
+                        "eventId": event_id, "event": event, "sessions": sessions, "promoter": promoter,
+                        "price": {"amount": amount, "currency": currency},
+                    });
+                    let cancellation_reason = match &cancellation {
+                        Some(Value::String(reason)) => reason.clone(),
+                        _ => String::new(),
+                    };
+                    if let Some(value) = cancellation {
+                        ticket["cancellationReason"] = value;
+                    }
+                    let event_type = if updated { EventType::TicketUpdated } else { EventType::TicketCreated };
+                    let document = json!({
+                        "event": if updated { "ticket_updated" } else { "ticket_created" },
+                        "details": {"ticket": ticket, "buyer": {
+                            "role": rest.clone(), "firstName": first_name, "lastName": rest.clone(), "postcode": rest,
+                        }},
+                    });
+                    let body = match layout {
+                        0 => serde_json::to_vec(&document).unwrap(),
+                        1 => serde_json::to_vec_pretty(&document).unwrap(),
+                        // Whitespace around the document too.
+                        _ => [b" \n\t".as_slice(), &serde_json::to_vec_pretty(&document).unwrap(), b"\r\n"].concat(),
+                    };
+                    let expected = Expected {
+                        event_type,
+                        number: document["details"]["ticket"]["number"].as_str().unwrap().to_owned(),
+                        category: document["details"]["ticket"]["category"].as_str().unwrap().to_owned(),
+                        event_id,
+                        units,
+                        nanos,
+                        currency: document["details"]["ticket"]["price"]["currency"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                        cancellation_reason,
+                        sessions: document["details"]["ticket"]["sessions"].as_array().unwrap().len(),
+                        first_name: document["details"]["buyer"]["firstName"].as_str().unwrap().to_owned(),
+                    };
+                    (body, expected)
+                },
+            )
+    }
+
+    /// An independent statement of the accepted session formats.
+    fn digits(s: &str) -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    }
+
+    fn well_formed_date(s: &str) -> bool {
+        let parts: Vec<&str> = s.split('-').collect();
+        matches!(parts.as_slice(), [y, m, d]
+            if y.len() == 4 && m.len() == 2 && d.len() == 2 && digits(y).is_some()
+                && digits(m).is_some_and(|m| (1..=12).contains(&m))
+                && digits(d).is_some_and(|d| (1..=31).contains(&d)))
+    }
+
+    fn well_formed_time(s: &str) -> bool {
+        let two = |p: &&str, max: u32| p.len() == 2 && digits(p).is_some_and(|v| v <= max);
+        match s.split(':').collect::<Vec<_>>().as_slice() {
+            [h, m] => two(h, 23) && two(m, 59),
+            [h, m, sec] => two(h, 23) && two(m, 59) && two(sec, 59),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = parse(&body);
+        }
+
+        /// Whatever the JSON, the parser answers; a schema error names a field.
+        #[test]
+        fn any_json_parses_or_names_a_field(value in json_value()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            if let Err(PayloadError::InvalidField { field, .. }) = parse(&body) {
+                prop_assert!(!field.is_empty());
+            }
+        }
+
+        /// The example with any one value (at any depth) replaced by any JSON:
+        /// no panic, and a rejection names a field, never "not JSON".
+        #[test]
+        fn the_example_with_one_value_replaced_never_panics(
+            at in any::<proptest::sample::Index>(),
+            new in json_value(),
+        ) {
+            let mut document = example();
+            let mut all = vec![];
+            paths(&document, &mut vec![], &mut all);
+            let path: &Vec<String> = at.get(&all);
+            replace_at(&mut document, path, new);
+            let result = parse(&serde_json::to_vec(&document).unwrap());
+            prop_assert!(!matches!(result, Err(PayloadError::InvalidJson(_))), "{:?}", result);
+        }
+
+        #[test]
+        fn a_valid_delivery_keeps_its_values_exactly((body, expected) in delivery()) {
+            let d = parse(&body).map_err(|e| TestCaseError::fail(format!("{e} in {}", String::from_utf8_lossy(&body))))?;
+            prop_assert_eq!(d.event_type, expected.event_type);
+            prop_assert_eq!(&d.ticket.number, &expected.number);
+            prop_assert_eq!(&d.ticket.category, &expected.category);
+            prop_assert_eq!(d.ticket.event_id, expected.event_id);
+            let price = d.ticket.price.as_ref().unwrap();
+            prop_assert_eq!(
+                (price.units, price.nanos, price.currency_code.as_str()),
+                (expected.units, expected.nanos, expected.currency.as_str())
+            );
+            prop_assert_eq!(&d.ticket.cancellation_reason, &expected.cancellation_reason);
+            prop_assert_eq!(d.ticket.sessions.len(), expected.sessions);
+            prop_assert_eq!(&d.buyer.first_name, &expected.first_name);
+        }
+
+        /// The parser is a function of the JSON value, not of its spelling.
+        #[test]
+        fn spacing_and_key_order_do_not_matter((body, _) in delivery()) {
+            let value: Value = serde_json::from_slice(&body).unwrap();
+            prop_assert_eq!(parse(&serde_json::to_vec_pretty(&value).unwrap()), parse(&body));
+        }
+
+        #[test]
+        fn amounts_round_trip((text, units, nanos) in amount()) {
+            prop_assert_eq!(parse_amount(&text), Some((units, nanos)));
+        }
+
+        /// An accepted amount is non-negative whole cents, whatever the string.
+        #[test]
+        fn accepted_amounts_are_whole_cents(text in prop_oneof![any::<String>(), "[-+0-9. e]{0,20}"]) {
+            if let Some((units, nanos)) = parse_amount(&text) {
+                prop_assert!(units >= 0 && (0..1_000_000_000).contains(&nanos) && nanos % 10_000_000 == 0);
+                prop_assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'.'), "{:?}", text);
+                prop_assert!(text.matches('.').count() <= 1, "{:?}", text);
+            }
+        }
+
+        /// Session dates and times near the format (signs, spaces, dashes in
+        /// the digits' places), one field at a time: what is accepted is
+        /// YYYY-MM-DD and HH:MM[:SS].
+        #[test]
+        fn accepted_session_dates_and_times_are_well_formed(
+            date in prop_oneof!["[-+ 0-9]{4}-[-+ 0-9]{2}-[-+ 0-9]{2}", any::<String>()],
+            time in prop_oneof!["[+ 0-9]{2}:[+ 0-9]{2}(:[+ 0-9]{2})?", any::<String>()],
+        ) {
+            let accepted = |key: &str, value: &str| {
+                let mut document = example();
+                document["details"]["ticket"]["sessions"][0][key] = value.into();
+                parse(&serde_json::to_vec(&document).unwrap()).is_ok()
+            };
+            if accepted("date", &date) {
+                prop_assert!(well_formed_date(&date), "date {:?} was accepted", date);
+            }
+            for key in ["time", "doors"] {
+                if accepted(key, &time) {
+                    prop_assert!(well_formed_time(&time), "{} {:?} was accepted", key, time);
+                }
+            }
+        }
     }
 }
