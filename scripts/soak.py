@@ -7,7 +7,7 @@ cancellations, 2 % forged, 2 % replays), a reader on /api/stats and
 every 30 s, so streams come and go. Every 10 s it samples each process's
 resident memory (VmRSS) and open file descriptors, and the outbox backlog;
 at the end it fits a least-squares slope to each over the samples after the
-first minute (the warm-up), and checks that every accepted webhook was
+first half of the run (the warm-up), and checks that every accepted webhook was
 stored and published. Prints the figures and appends them as a Markdown
 section to data/soak.md. Exits non-zero if a process's RSS or fds grow, or
 if a check fails.
@@ -43,11 +43,13 @@ RATE = float(os.environ.get("SOAK_RATE", "50"))
 CONCURRENCY = 32
 CANCEL_RATIO, FORGED_RATIO, REPLAY_RATIO = 0.05, 0.02, 0.02
 INTERVAL = 10  # s between two samples
-WARMUP = 60  # s of samples left out of the slopes
+# The slopes are taken over the second half of the run (at least the first
+# minute left out): connection pools and buffers grow to their size first.
+WARMUP = max(60, SECONDS // 2)
 SSE_PERIOD = 30  # s each SSE connection stays open
 DRAIN_TIMEOUT = 60  # s the outbox has to reach 0 after the load
 RSS_FLAT = 64.0  # KiB/min: |slope| below this is flat
-FD_FLAT = 0.1  # fds/min: |slope| at most this is flat
+FD_MARGIN = 2  # fds: the last sample may exceed the settled maximum by this much
 OUT = ROOT / "data" / "soak.md"
 SHORT = {"app-gateway": "gateway", "app-event": "event", "app-notifier": "notifier", "app-storage": "storage"}
 ORDER = ["app-gateway", "app-event", "app-notifier", "app-storage"]
@@ -266,7 +268,14 @@ def analyse(result):
         fds = [s["procs"][name][1] for s in samples]
         rss_slope = slope([(s["t"] / 60, s["procs"][name][0]) for s in after])
         fd_slope = slope([(s["t"] / 60, s["procs"][name][1]) for s in after])
-        flat = rss_slope is not None and fd_slope is not None and abs(rss_slope) < RSS_FLAT and abs(fd_slope) <= FD_FLAT
+        # A process's fds follow its clients' connections (the simulator's
+        # pool, the reader's one-shot connections, the SSE client), so they
+        # move both ways; a leak only adds. Growing means the last sample is
+        # above the most seen in the first half (after its first minute), by
+        # more than FD_MARGIN. The slope is shown, not judged.
+        settled = [s["procs"][name][1] for s in samples if 60 <= s["t"] < WARMUP] or fds
+        fds_flat = fds[-1] <= max(settled) + FD_MARGIN
+        flat = rss_slope is not None and abs(rss_slope) < RSS_FLAT and fds_flat
         rows[name] = {"rss": rss, "fds": fds, "rss_at_warmup": after[0]["procs"][name][0] if after else None,
                       "fds_at_warmup": after[0]["procs"][name][1] if after else None,
                       "rss_slope": rss_slope, "fd_slope": fd_slope, "verdict": "flat" if flat else "GROWING"}
@@ -336,8 +345,9 @@ def markdown(result, rows, checked, database):
         f"cancellations, {FORGED_RATIO:.0%} forged, {REPLAY_RATIO:.0%} replays), a reader on /api/stats and "
         f"/api/tickets once a second (a new connection each), an SSE client on /events reconnecting every "
         f"{SSE_PERIOD} s. Each process's VmRSS and open fds sampled every {INTERVAL} s; slopes are least squares over "
-        f"the samples from {WARMUP} s on (the first minute is warm-up). Flat: |RSS slope| < {RSS_FLAT:g} KiB/min and "
-        f"|fd slope| ≤ {FD_FLAT:g}/min.",
+        f"the samples from {WARMUP} s on (the first half is warm-up: pools and buffers grow to their size). Flat: "
+        f"|RSS slope| < {RSS_FLAT:g} KiB/min, and the last fd count at most {FD_MARGIN} above the most seen from 60 s "
+        f"to {WARMUP} s (fds follow the clients' connections both ways; a leak only adds).",
         "",
         f"Simulator: sent {r['sent']} in {r['elapsed_s']:.1f} s, accepted {r['accepted']}, duplicates "
         f"{r['duplicates']}, rejected {rejected}, failed {r['failed']}, unexpected {r['unexpected']}; "

@@ -356,7 +356,14 @@ pub async fn serve(
         server.health(),
         server.stopping(),
     ));
-    let relay = relay::Relay { storage, notifier, wake, timeout: args.storage_timeout, batch: 200 };
+    let relay = relay::Relay {
+        storage,
+        notifier,
+        wake,
+        timeout: args.storage_timeout,
+        batch: 200,
+        unacked: Vec::new(),
+    };
     tokio::spawn(relay.run(server.stopping()));
     server.add_service(EventServiceServer::new(events)).serve(grpc_listener, admin_listener, shutdown).await
 }

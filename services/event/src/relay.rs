@@ -54,6 +54,9 @@ pub struct Relay {
     pub wake: Arc<Notify>,
     pub timeout: Duration,
     pub batch: i32,
+    /// Published and confirmed, but storage did not take the acknowledgement
+    /// (it was down): acknowledged first next round, not published again.
+    pub unacked: Vec<i64>,
 }
 
 impl Relay {
@@ -94,6 +97,14 @@ impl Relay {
     async fn round(&mut self) -> Result<usize, tonic::Status> {
         let poll = tracing::info_span!("outbox.poll");
         telemetry::set_parent(&poll, telemetry::unsampled());
+        if !self.unacked.is_empty() {
+            let ids = self.unacked.clone();
+            self.storage
+                .ack_outbox(with_deadline(AckOutboxRequest { ids }, self.timeout))
+                .instrument(poll.clone())
+                .await?;
+            self.unacked.clear();
+        }
         let fetched = self
             .storage
             .fetch_outbox(with_deadline(FetchOutboxRequest { limit: self.batch }, self.timeout))
@@ -141,10 +152,15 @@ impl Relay {
             }
         }
         if !published.is_empty() {
-            self.storage
+            let acked = self
+                .storage
                 .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.timeout))
                 .instrument(poll)
-                .await?;
+                .await;
+            if let Err(status) = acked {
+                self.unacked = published;
+                return Err(status);
+            }
             BACKLOG.set(fetched.backlog - published.len() as i64);
         }
         match failure {
