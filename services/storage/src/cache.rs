@@ -5,12 +5,11 @@
 //! Two rules keep it correct through an outage:
 //! - after a failure the cache is skipped for [`PAUSE`], so a read does not
 //!   pay the timeout again and again while Redis is away;
-//! - an invalidation that failed is remembered, and until it has been done
-//!   the cache is not read: entries written before the outage may outlive it
-//!   (a network cut leaves them in Redis), and must not be served after it.
+//! - after an invalidation failed, the cache is not used until a TTL has
+//!   passed: entries written before the outage may outlive it (a network cut
+//!   leaves them in Redis), and by then every one of them has expired.
 
 use std::{
-    collections::HashSet,
     sync::{Arc, LazyLock, Mutex},
     time::{Duration, Instant},
 };
@@ -63,13 +62,14 @@ pub struct Cache {
     health: Arc<Mutex<Health>>,
 }
 
-/// What the last failures left to do.
+/// Until when the last failures keep the cache out of use.
 #[derive(Default)]
 struct Health {
-    /// Skip Redis until then.
+    /// After any failure: skip Redis until then.
     paused_until: Option<Instant>,
-    /// Keys whose invalidation failed: to delete before the next read.
-    stale: HashSet<String>,
+    /// After a failed invalidation: a TTL later, every entry that may have
+    /// missed it has expired.
+    stale_until: Option<Instant>,
 }
 
 pub const STATS: &str = "stats";
@@ -103,44 +103,21 @@ impl Cache {
         format!("{}:{STATS}", self.prefix)
     }
 
-    /// Whether Redis may be used now: not paused after a failure, and every
-    /// failed invalidation made up for (tried here, once the pause is over).
-    async fn usable(&self) -> bool {
-        let stale: Vec<String> = {
-            let Ok(health) = self.health.lock() else { return false };
-            if health.paused_until.is_some_and(|until| Instant::now() < until) {
-                return false;
-            }
-            health.stale.iter().cloned().collect()
-        };
-        if stale.is_empty() {
-            return true;
-        }
-        let mut conn = self.conn.clone();
-        let del = conn.del::<_, ()>(&stale).instrument(span("DEL"));
-        match tokio::time::timeout(self.timeout, del).await {
-            Ok(Ok(())) => {
-                if let Ok(mut health) = self.health.lock() {
-                    for key in &stale {
-                        health.stale.remove(key);
-                    }
-                }
-                REQUESTS.with_label_values(&["invalidate", "stored"]).inc();
-                true
-            }
-            Ok(Err(error)) => {
-                self.failed("invalidate", &error.to_string());
-                false
-            }
-            Err(_) => {
-                self.failed("invalidate", "timed out");
-                false
-            }
-        }
+    /// Whether Redis may be used now: not paused after a failure, and no
+    /// entry left from before a failed invalidation.
+    fn usable(&self) -> bool {
+        let now = Instant::now();
+        !self.paused() && self.health.lock().is_ok_and(|h| h.stale_until.is_none_or(|until| now >= until))
+    }
+
+    /// Whether a failure was seen less than [`PAUSE`] ago.
+    fn paused(&self) -> bool {
+        let now = Instant::now();
+        self.health.lock().map_or(true, |h| h.paused_until.is_some_and(|until| now < until))
     }
 
     pub async fn get(&self, op: &'static str, key: &str) -> Option<Vec<u8>> {
-        if !self.usable().await {
+        if !self.usable() {
             REQUESTS.with_label_values(&[op, "skipped"]).inc();
             return None;
         }
@@ -161,7 +138,7 @@ impl Cache {
     }
 
     pub async fn put(&self, op: &'static str, key: &str, value: &[u8]) {
-        if !self.usable().await {
+        if !self.usable() {
             return;
         }
         let mut conn = self.conn.clone();
@@ -185,8 +162,9 @@ impl Cache {
             return;
         }
         keys.push(self.stats_key());
-        if !self.usable().await {
-            self.remember(keys);
+        // Deleted even while reads skip the cache, so that window ends.
+        if self.paused() {
+            self.stale_for_a_ttl();
             return;
         }
         let mut conn = self.conn.clone();
@@ -200,13 +178,14 @@ impl Cache {
             Err(_) => "timed out".to_owned(),
         };
         self.failed("invalidate", &error);
-        self.remember(keys);
+        self.stale_for_a_ttl();
     }
 
-    /// Keys to delete before the cache is read again.
-    fn remember(&self, keys: Vec<String>) {
+    /// An invalidation was missed: no read or write of the cache until the
+    /// entries it should have removed have expired.
+    fn stale_for_a_ttl(&self) {
         if let Ok(mut health) = self.health.lock() {
-            health.stale.extend(keys);
+            health.stale_until = Some(Instant::now() + Duration::from_secs(self.ttl_secs));
         }
     }
 
