@@ -5,8 +5,15 @@ then the webhook path (app-simulator, fresh signed deliveries), the hello path
 (SNS disabled), a read (/api/stats) and the gateway's own /health (wrk), and
 each process's peak RSS. Prints one table and writes it to BENCH.md.
 
+On the real backends, two hostile-traffic checks follow: overload (open loop
+at 3× the webhook capacity just measured, for 30 s, then recovery) and stalled
+dashboards (50 clients open GET /events and never read while 100,000 webhooks
+go through; the gateway's and the notifier's RSS, and the relay's progress).
+
 Environment: BENCH_WEBHOOKS (default 20000), BENCH_SECONDS (wrk, default 10),
-BENCH_CONCURRENCY (default 32), TEST_POSTGRES_URL, TEST_REDIS_URL, TEST_AMQP_URL.
+BENCH_CONCURRENCY (default 32), BENCH_OVERLOAD_SECONDS (default 30),
+BENCH_STALLED_CLIENTS (default 50), BENCH_STALLED_WEBHOOKS (default 100000),
+TEST_POSTGRES_URL, TEST_REDIS_URL, TEST_AMQP_URL.
 """
 
 import datetime
@@ -28,6 +35,9 @@ BIN = ROOT / "target" / "release"
 WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "20000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+OVERLOAD_SECONDS = int(os.environ.get("BENCH_OVERLOAD_SECONDS", "30"))
+STALLED_CLIENTS = int(os.environ.get("BENCH_STALLED_CLIENTS", "50"))
+STALLED_WEBHOOKS = int(os.environ.get("BENCH_STALLED_WEBHOOKS", "100000"))
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
@@ -132,7 +142,7 @@ class Stack:
             "app-notifier": {"GRPC_ADDR": f"127.0.0.1:{p['notifier']}", "ADMIN_ADDR": f"127.0.0.1:{p['notifier_admin']}"},
             "app-event": {"GRPC_ADDR": f"127.0.0.1:{p['event']}", "ADMIN_ADDR": f"127.0.0.1:{p['event_admin']}", **urls},
             "app-gateway": {"HTTP_ADDR": f"127.0.0.1:{p['http']}", "ADMIN_ADDR": f"127.0.0.1:{p['gateway_admin']}",
-                            "WEBHOOK_SECRET": "secret", **urls},
+                            "WEBHOOK_SECRET": "secret", "ALLOW_DEMO_SECRET": "true", **urls},
         }
         # Where each service serves /ready and /metrics: the gateway on its
         # own port, the others on their admin port.
@@ -199,15 +209,17 @@ class Stack:
                 proc.kill()
 
 
-def simulate(base, count, concurrency):
-    out = subprocess.run(
-        [str(BIN / "app-simulator"), "--url", base, "--count", str(count), "--concurrency", str(concurrency),
-         "--cancel-ratio", "0", "--json"],
-        capture_output=True, text=True,
-    )
+def simulator(*args):
+    """Runs app-simulator with `args` and returns its JSON report."""
+    out = subprocess.run([str(BIN / "app-simulator"), *args, "--cancel-ratio", "0", "--json"],
+                         capture_output=True, text=True)
     if not out.stdout.strip():
         raise SystemExit(f"app-simulator failed: {out.stderr[-2000:]}")
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def simulate(base, count, concurrency):
+    report = simulator("--url", base, "--count", str(count), "--concurrency", str(concurrency))
     errors = report["sent"] - report["accepted"]
     return {"rps": report["accepted"] / report["elapsed_s"], "p50": report["latency_ms"]["p50"],
             "p99": report["latency_ms"]["p99"], "errors": errors, "requests": report["sent"]}
@@ -235,7 +247,66 @@ def wrk(url):
             "errors": errors, "requests": requests}
 
 
-def run(name, env, cleanup):
+def metric(url, name):
+    """One sample's value from a /metrics page (0 when absent)."""
+    with urllib.request.urlopen(url, timeout=5) as r:
+        found = re.search(rf"^{re.escape(name)} ([\d.e+]+)$", r.read().decode(), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def overload(stack, capacity):
+    """Open loop at 3× `capacity` for OVERLOAD_SECONDS: what is accepted, how
+    fast, how fast the excess is refused; then a closed-loop run to show the
+    path recovered."""
+    rate = 3 * capacity
+    print(f"   overload: open loop at {rate:.0f}/s (3 × {capacity:.0f}/s) for {OVERLOAD_SECONDS} s", flush=True)
+    report = simulator("--url", stack.base, "--rate", f"{rate:.0f}", "--duration", f"{OVERLOAD_SECONDS}s",
+                       "--concurrency", "4096")
+    print("   overload: recovery, 2,000 deliveries closed loop", flush=True)
+    after = simulate(stack.base, 2000, CONCURRENCY)
+    return {"rate": rate, "capacity": capacity, "sent": report["sent"], "accepted": report["accepted"],
+            "accepted_per_s": report["accepted"] / report["elapsed_s"],
+            "refused": report["rejected"].get("503", 0), "failed": report["failed"],
+            "other": report["sent"] - report["accepted"] - report["rejected"].get("503", 0) - report["failed"],
+            "accepted_p99": report["accepted_latency_ms"]["p99"], "refused_p99": report["refused_latency_ms"]["p99"],
+            "recovery": after}
+
+
+def stalled_dashboards(stack):
+    """STALLED_CLIENTS clients open GET /events with a small receive buffer
+    and never read, while STALLED_WEBHOOKS deliveries go through: the
+    gateway's and the notifier's RSS every half second, and whether the relay
+    kept publishing (the outbox drains)."""
+    host, port = stack.base.removeprefix("http://").split(":")
+    sockets = []
+    for _ in range(STALLED_CLIENTS):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, int(port)))
+        s.sendall(b"GET /events HTTP/1.1\r\nHost: bench\r\n\r\n")
+        sockets.append(s)
+    print(f"   stalled dashboards: {STALLED_CLIENTS} clients on /events not reading, "
+          f"{STALLED_WEBHOOKS} webhooks at {CONCURRENCY} in flight", flush=True)
+    watched = {name: stack.procs[name].pid for name in ("app-gateway", "app-notifier")}
+    peak = dict.fromkeys(watched, 0.0)
+    load = subprocess.Popen([str(BIN / "app-simulator"), "--url", stack.base, "--count", str(STALLED_WEBHOOKS),
+                             "--concurrency", str(CONCURRENCY), "--cancel-ratio", "0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    while load.poll() is None:
+        for name, pid in watched.items():
+            rss = int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
+            peak[name] = max(peak[name], rss)
+        time.sleep(0.5)
+    report = json.loads(load.stdout.read().strip().splitlines()[-1])
+    drained = stack.drain_outbox(timeout=120)
+    cut = metric(stack.base + "/metrics", 'sse_streams_refused_total{reason="too_far_behind"}')
+    for s in sockets:
+        s.close()
+    return {"clients": STALLED_CLIENTS, "webhooks": report["sent"], "accepted": report["accepted"],
+            "rps": report["accepted"] / report["elapsed_s"], "peak": peak, "drained_s": drained, "cut": cut}
+
+
+def run(name, env, cleanup, hostile=False):
     print(f"== {name}: starting the four release binaries", flush=True)
     stack = Stack(name, env)
     print(f"   all ready in {stack.ready_ms:.0f} ms; warming up", flush=True)
@@ -255,11 +326,56 @@ def run(name, env, cleanup):
             with CpuMeter(stack) as meter:
                 rows[label] = wrk(stack.base + path)
             cpu[label.split(" ")[0]] = meter
+        extra = {}
+        if hostile:
+            extra["overload"] = overload(stack, rows["webhook (POST /webhook)"]["rps"])
+            stack.drain_outbox()
+            extra["stalled"] = stalled_dashboards(stack)
         rss = stack.peak_rss()
     finally:
         stack.stop()
         cleanup()
-    return {"name": name, "ready_ms": stack.ready_ms, "rows": rows, "rss": rss, "drained_s": drained, "cpu": cpu}
+    return {"name": name, "ready_ms": stack.ready_ms, "rows": rows, "rss": rss, "drained_s": drained, "cpu": cpu,
+            **extra}
+
+
+def hostile_table(result):
+    o, s = result["overload"], result["stalled"]
+    r = o["recovery"]
+    return "\n".join([
+        "### Hostile traffic (real backends)", "",
+        f"**Overload**: app-simulator in open loop at {o['rate']:.0f} deliveries/s, 3 × the {o['capacity']:.0f}/s "
+        f"measured above, for {OVERLOAD_SECONDS} s (up to 4,096 in flight). The gateway admits "
+        "WEBHOOK_CONCURRENCY at once and answers the rest 503 + Retry-After at once.", "",
+        "| sent | accepted | accepted/s | refused (503) | no answer | other | accepted p99 ms | refused p99 ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {o['sent']} | {o['accepted']} | {o['accepted_per_s']:.0f} | {o['refused']} | {o['failed']} | {o['other']} "
+        f"| {o['accepted_p99']:.1f} | {o['refused_p99']:.1f} |", "",
+        f"Right after: {r['requests']} deliveries closed loop at {CONCURRENCY} in flight, {r['rps']:.0f}/s, "
+        f"p99 {r['p99']:.1f} ms, {r['errors']} errors.", "",
+        f"**Stalled dashboards**: {s['clients']} clients open GET /events and never read (4 KiB receive buffer) "
+        f"while {s['webhooks']} deliveries go through at {CONCURRENCY} in flight ({s['accepted']} accepted, "
+        f"{s['rps']:.0f}/s). {s['cut']:.0f} streams were cut off as too far behind; the outbox drained "
+        f"{s['drained_s']:.1f} s after the last delivery.", "",
+        "| process | peak RSS during the run (MiB) |", "| --- | ---: |",
+        *[f"| {name} | {mib:.1f} |" for name, mib in s["peak"].items()],
+    ])
+
+
+def hostile_verdict(result):
+    o, s = result["overload"], result["stalled"]
+    checks = [
+        ("overload: accepted/s ≥ 90 % of capacity", o["accepted_per_s"] >= 0.9 * o["capacity"],
+         f"{100 * o['accepted_per_s'] / o['capacity']:.0f} %"),
+        ("overload: accepted p99 ≤ 100 ms", o["accepted_p99"] <= 100, f"{o['accepted_p99']:.1f} ms"),
+        ("overload: refusals p99 ≤ 10 ms", o["refused_p99"] <= 10, f"{o['refused_p99']:.1f} ms"),
+        ("overload: full recovery (0 errors, p99 ≤ 50 ms)", o["recovery"]["errors"] == 0 and o["recovery"]["p99"] <= 50,
+         f"{o['recovery']['errors']} errors, p99 {o['recovery']['p99']:.1f} ms"),
+        ("stalled dashboards: gateway and notifier each < 64 MiB RSS", max(s["peak"].values()) < 64,
+         f"max {max(s['peak'].values()):.1f} MiB"),
+        ("stalled dashboards: the relay kept publishing (outbox drained)", s["drained_s"] < 120, f"{s['drained_s']:.1f} s"),
+    ]
+    return "\n".join(f"- {'met' if ok else 'NOT met'}: {what} ({figure})" for what, ok, figure in checks)
 
 
 def table(result):
@@ -314,6 +430,7 @@ def main():
         {"DATABASE_URL": f"{pg_base}/{database}", "REDIS_URL": REDIS, "CACHE_PREFIX": f"bench{stamp}",
          "AMQP_URL": AMQP, "AMQP_EXCHANGE": f"bench.{stamp}"},
         lambda: psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        hostile=True,
     )
     sqlite_dir = tempfile.mkdtemp(prefix="tm-bench-")
     embedded = run(
@@ -340,6 +457,12 @@ def main():
         "Against the targets (real backends):",
         "",
         verdict(real),
+        "",
+        hostile_table(real),
+        "",
+        "Against the targets:",
+        "",
+        hostile_verdict(real),
         "",
         table(embedded),
         "",

@@ -8,6 +8,8 @@ system's own rules: policies point at real Servers and ports, the authorized
 edges are exactly mesh/call-graph.yaml, no client in the cluster may call an
 admin port's /faults, a Server with routes still lets its pods' probes in,
 only idempotent calls are retried,
+the gateway's public port (and no other) is rate-limited, within what Linkerd
+accepts and above app-simulator's steady rate,
 every env var is a flag of its binary, every probe is one the binary answers
 (each binary is started with its Deployment's environment and probed), every
 image is one the Dockerfile builds or a pinned release, nothing runs as root
@@ -80,6 +82,16 @@ PROMETHEUS_JOBS = {"ticketmesh-apps", "ticketmesh-canary", "blackbox-http", "bla
 # namespace) or name.namespace[.svc[.cluster.local]].
 SERVICE_ADDRESS = re.compile(r"\b((?:app|infra|mon)-[a-z0-9-]*[a-z0-9])(?:\.([a-z0-9-]+)(?:\.svc(?:\.cluster\.local)?)?)?:(\d+)\b")
 LINKERD_VALUES = "mesh/linkerd/control-plane.yaml"
+# The ports the mesh rate-limits (HTTPLocalRateLimitPolicy), as (workload,
+# port name): the gateway's public HTTP port, the one door into the system.
+RATE_LIMITED = {("app-gateway", "http")}
+# In-cluster callers with a steady rate of their own, and the variable of
+# their Deployment that sets it (per second): every limit that applies to
+# their identity on a rate-limited port must let that rate through.
+STEADY_CLIENTS = {"app-simulator": "RATE"}
+# What Linkerd's policy controller hands a Server's rate limit to the proxy
+# for: HTTP. A gRPC, opaque or TLS Server gets none (policy-controller/grpc).
+RATE_LIMIT_PROTOCOLS = ("unknown", "HTTP/1", "HTTP/2")
 
 
 class Problems(list):
@@ -436,6 +448,7 @@ def check_policy(k8s, mesh, graph, problems):
         problems.add("call-graph", f"in mesh/call-graph.yaml but not authorized: {show(edge)}")
     check_faults(k8s, actual, problems)
     check_probe_policy(k8s, mesh, actual, problems)
+    check_rate_limits(k8s, mesh, problems)
 
 
 def fault_ports(k8s):
@@ -501,6 +514,94 @@ def check_probe_policy(k8s, mesh, edges, problems):
                         continue
                     if target in (port, ports[port]) and not covered:
                         problems.add("policy", f"{workload}/{c['name']} {kind} ({want} on {port}): Server {name} has routes, so Linkerd no longer lets the kubelet in by itself, and no route opens it to everyone")
+
+
+def steady_rate(workload, var):
+    """The number a workload's containers set `var` to (per second), or None."""
+    for c in containers(workload):
+        for v in c.get("env", []):
+            if v["name"] == var and "value" in v:
+                try:
+                    return float(v["value"])
+                except ValueError:
+                    return None
+    return None
+
+
+def check_rate_limits(k8s, mesh, problems):
+    """HTTPLocalRateLimitPolicy, held to what Linkerd does with it: it must
+    target a policy.linkerd.io Server that exists (else its status says
+    NoMatchingTarget and nothing is limited) and serves HTTP; one policy per
+    Server (Linkerd accepts only the oldest); the rate-limited ports are
+    exactly RATE_LIMITED; the limits pass Linkerd's admission (positive,
+    identity and overrides within total) and overrides name service accounts
+    that are here. And no limit that applies to a steady in-cluster caller
+    (STEADY_CLIENTS) is below its rate: `total` counts every client, an
+    override replaces `identity` for its accounts."""
+    limited, by_server = set(), {}
+    for policy in by_kind(mesh, "HTTPLocalRateLimitPolicy"):
+        name = policy["metadata"]["name"]
+        spec = policy["spec"]
+        target = spec["targetRef"]
+        if target.get("group") != "policy.linkerd.io" or target.get("kind") != "Server":
+            problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name} targets {target.get('group') or 'core'}/{target.get('kind')} {target.get('name')}: Linkerd applies it only to a policy.linkerd.io Server")
+            continue
+        server = named(mesh, "Server", target["name"])
+        if server is None:
+            problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name} targets a missing Server {target['name']}: Linkerd would limit nothing")
+            continue
+        if target["name"] in by_server:
+            problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name} and {by_server[target['name']]} both target Server {target['name']}: Linkerd accepts only the oldest")
+        by_server[target["name"]] = name
+        protocol = server["spec"].get("proxyProtocol", "unknown")
+        if protocol not in RATE_LIMIT_PROTOCOLS:
+            problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name}: Server {target['name']} is {protocol}, and Linkerd rate-limits only HTTP ({', '.join(RATE_LIMIT_PROTOCOLS)})")
+        if proxy_admin(server):
+            limited.add((PROXY, server["spec"]["port"]))
+        else:
+            pods = selected(k8s, server["spec"]["podSelector"].get("matchLabels", {}))
+            for pod in pods:
+                limited.add((app_name(pod), server["spec"]["port"]))
+        total = spec.get("total", {}).get("requestsPerSecond")
+        identity_rps = spec.get("identity", {}).get("requestsPerSecond")
+        overrides = spec.get("overrides", [])
+        if total is None and identity_rps is None and not overrides:
+            problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name} sets no limit")
+        for what, rps in [("total", total), ("identity", identity_rps)] + [(f"overrides[{i}]", o.get("requestsPerSecond")) for i, o in enumerate(overrides)]:
+            if not isinstance(rps, int):
+                continue  # unset, or a type the schema check reports
+            if rps <= 0:
+                problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name}: {what}.requestsPerSecond is {rps}; Linkerd's admission wants more than 0")
+            elif total is not None and what != "total" and rps > total:
+                problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name}: {what}.requestsPerSecond {rps} is above total {total}; Linkerd's admission refuses it")
+        accounts = {(a["metadata"].get("namespace"), a["metadata"]["name"]) for a in by_kind(k8s, "ServiceAccount")}
+        own_ns = policy["metadata"].get("namespace", NAMESPACE)
+        override_of = {}
+        for i, o in enumerate(overrides):
+            for ref in o.get("clientRefs", []):
+                key = (ref.get("namespace") or own_ns, ref.get("name"))
+                if ref.get("group") or ref.get("kind") != "ServiceAccount":
+                    problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name}: overrides[{i}] names a {ref.get('kind')}; Linkerd takes only ServiceAccounts")
+                elif key not in accounts:
+                    problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name}: overrides[{i}] names ServiceAccount {'/'.join(key)}, which is not here")
+                override_of[key] = o.get("requestsPerSecond")
+        for client, var in sorted(STEADY_CLIENTS.items()):
+            workload = next((w for w in workloads(k8s) if app_name(w) == client), None)
+            if workload is None:
+                continue
+            rate = steady_rate(workload, var)
+            if rate is None:
+                problems.add("rate-limit", f"{client}: no numeric {var}, the steady rate the rate limits are held to")
+                continue
+            account = (workload["metadata"].get("namespace", NAMESPACE), workload["spec"]["template"]["spec"].get("serviceAccountName", "default"))
+            applies = [("total", total), ("override", override_of[account]) if account in override_of else ("identity", identity_rps)]
+            for scope, rps in applies:
+                if isinstance(rps, int) and rps < rate:
+                    problems.add("rate-limit", f"HTTPLocalRateLimitPolicy {name}: its {scope} limit ({rps}/s) is below {client}'s steady {var}={rate:g}/s: it must never be rate-limited at that rate")
+    for workload, port in sorted(limited - RATE_LIMITED):
+        problems.add("rate-limit", f"{workload}:{port} is rate-limited, but only {', '.join(f'{w}:{p}' for w, p in sorted(RATE_LIMITED))} should be")
+    for workload, port in sorted(RATE_LIMITED - limited):
+        problems.add("rate-limit", f"{workload}:{port} has no HTTPLocalRateLimitPolicy: the mesh does not shed a flood there")
 
 
 def check_routes(k8s, mesh, graph, problems):
@@ -1173,6 +1274,18 @@ def mutations(rendered):
         lambda r: r["mesh"].remove(find(r, "mesh", "AuthorizationPolicy", "app-notifier-health")))
     yield "a Server on a port the pods do not have", "policy", broken(
         lambda r: find(r, "mesh", "Server", "app-event-admin")["spec"].__setitem__("port", "metrics"))
+    yield "an unknown field in the gateway's rate limit", "schema", broken(
+        lambda r: find(r, "mesh", "HTTPLocalRateLimitPolicy", "app-gateway-http")["spec"].__setitem__(
+            "totl", {"requestsPerSecond": 3000}))
+    yield "a rate limit on a missing Server", "rate-limit", broken(
+        lambda r: find(r, "mesh", "HTTPLocalRateLimitPolicy", "app-gateway-http")["spec"]["targetRef"].__setitem__(
+            "name", "app-gateway-htp"))
+    yield "the gateway's rate limit moved to its admin port", "rate-limit", broken(
+        lambda r: find(r, "mesh", "HTTPLocalRateLimitPolicy", "app-gateway-http")["spec"]["targetRef"].__setitem__(
+            "name", "app-gateway-admin"))
+    yield "a rate limit app-simulator's steady rate would hit", "rate-limit", broken(
+        lambda r: find(r, "mesh", "HTTPLocalRateLimitPolicy", "app-gateway-http")["spec"]["identity"].__setitem__(
+            "requestsPerSecond", 1))
     yield "a policy on a missing Server", "policy", broken(
         lambda r: find(r, "mesh", "AuthorizationPolicy", "infra-redis")["spec"]["targetRef"].__setitem__("name", "infra-redis-typo"))
     yield "the proxies' admin Server on some pods only", "policy", broken(

@@ -36,7 +36,7 @@ cargo build --bins --quiet
 psql "$PG_ADMIN" -qc "CREATE DATABASE $db" >/dev/null
 base=${PG_ADMIN%/*}
 
-export LOG_FORMAT=json WEBHOOK_SECRET=e2e-secret
+export LOG_FORMAT=json WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234
 env GRPC_ADDR=127.0.0.1:25053 ADMIN_ADDR=127.0.0.1:29003 DATABASE_URL="$base/$db" REDIS_URL="$REDIS" \
   CACHE_PREFIX="$db" "$bin/app-storage" >"$work/storage.log" 2>&1 & pids+=($!)
 env GRPC_ADDR=127.0.0.1:25052 ADMIN_ADDR=127.0.0.1:29002 "$bin/app-notifier" >"$work/notifier.log" 2>&1 & pids+=($!)
@@ -52,8 +52,8 @@ done
 check "gateway ready (event and storage SERVING)" curl -sf http://127.0.0.1:28080/ready
 
 number=PETZIE2E$$
-check "signed webhook accepted" bash -c "WEBHOOK_SECRET=e2e-secret scripts/send-webhook.sh $number http://127.0.0.1:28080 | grep -q '\"duplicate\":false'"
-check "replay answered as duplicate" bash -c "WEBHOOK_SECRET=e2e-secret scripts/send-webhook.sh $number http://127.0.0.1:28080 | grep -q '\"duplicate\":true'"
+check "signed webhook accepted" bash -c "WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234 scripts/send-webhook.sh $number http://127.0.0.1:28080 | grep -q '\"duplicate\":false'"
+check "replay answered as duplicate" bash -c "WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234 scripts/send-webhook.sh $number http://127.0.0.1:28080 | grep -q '\"duplicate\":true'"
 check "ticket read back with its exact price" bash -c "curl -sf http://127.0.0.1:28080/api/tickets/$number | grep -q '\"amount\":\"42.50\"'"
 check "wrong secret rejected with 401" bash -c "WEBHOOK_SECRET=wrong scripts/send-webhook.sh X http://127.0.0.1:28080 | grep -q invalid_signature"
 check "outbox relayed through the notifier (in-process bus)" bash -c "for _ in \$(seq 1 50); do [ \"\$(psql '$base/$db' -tAc 'SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL')\" = 0 ] && exit 0; sleep 0.2; done; exit 1"
@@ -71,6 +71,7 @@ check "admin /metrics serves Prometheus text" bash -c "curl -sf http://127.0.0.1
 check "gateway /metrics counts the webhooks" bash -c "curl -sf http://127.0.0.1:28080/metrics | grep -q 'webhook_requests_total{status=\"duplicate\"} 1'"
 check "logs are JSON lines" bash -c "head -n1 '$work/gateway.log' | grep -q '^{\"timestamp\"'"
 check "a request's log line carries its trace id" bash -c "grep '\"delivery stored\"' '$work/event.log' | grep '\"trace_id\":\"[0-9a-f]\{32\}\"' | grep -q '\"span_id\":\"[0-9a-f]\{16\}\"'"
+check "a short webhook secret is refused at start, naming ALLOW_DEMO_SECRET" bash -c "! env WEBHOOK_SECRET=secret HTTP_ADDR=127.0.0.1:28099 timeout 10 '$bin/app-gateway' >'$work/short.log' 2>&1 && grep -q 'shorter than 32 bytes.*ALLOW_DEMO_SECRET' '$work/short.log'"
 for b in app-gateway app-event app-storage app-notifier; do
   check "$b --help documents every flag with its env var" bash -c "'$bin/$b' --help | grep -q '\[env: '"
 done

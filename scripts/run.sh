@@ -11,8 +11,9 @@ logs=data/logs
 mkdir -p "$logs"
 
 if [ -z "${WEBHOOK_SECRET:-}" ]; then
-  export WEBHOOK_SECRET=secret
-  echo "WEBHOOK_SECRET is not set: using the demo value 'secret' (what PETZI's simulator signs with)."
+  export WEBHOOK_SECRET=secret ALLOW_DEMO_SECRET=true
+  echo "!! WEBHOOK_SECRET is not set: using the demo value 'secret' (what PETZI's simulator signs with),"
+  echo "!! with ALLOW_DEMO_SECRET=true. Anyone can sign webhooks with it: keep this gateway on your machine."
 fi
 export LOG_FORMAT=${LOG_FORMAT:-json}
 

@@ -20,11 +20,26 @@ pub struct AppError {
     /// Stable, machine-readable: what a client branches on.
     pub code: &'static str,
     pub message: String,
+    /// `Retry-After` of a 503, in seconds (default [`RETRY_AFTER_SECS`]).
+    pub retry_after: Option<u32>,
+    /// Close the connection after this answer (`Connection: close`): the
+    /// request's body was not read to its end.
+    pub close: bool,
 }
 
 impl AppError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None, close: false }
+    }
+
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -79,7 +94,11 @@ impl IntoResponse for AppError {
         });
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            let secs = self.retry_after.unwrap_or(RETRY_AFTER_SECS);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -3,7 +3,9 @@
 //! from the storage service; reports health, readiness and metrics.
 
 pub mod error;
+mod events;
 pub mod render;
+pub mod server;
 pub mod signature;
 
 use std::{
@@ -18,28 +20,27 @@ use axum::{
     extract::{MatchedPath, Path, Query, Request, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
-    response::{Html, IntoResponse, Response, sse},
+    response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
 use clap::Parser;
 use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
-use prost::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::{
     ConfirmSnsSubscriptionRequest, GetStatsRequest, GetTicketRequest, HelloRequest, IngestWebhookRequest,
-    ListSnsNotificationsRequest, ListTicketsRequest, RecordSnsNotificationRequest, StoredTicket,
-    SubscribeRequest, TicketEvent, event_service_client::EventServiceClient,
-    notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
+    ListSnsNotificationsRequest, ListTicketsRequest, RecordSnsNotificationRequest,
+    event_service_client::EventServiceClient, notifier_service_client::NotifierServiceClient,
+    storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{
     Faults, admin,
     faults::Targets,
     grpc::{self, Channel},
-    metrics, telemetry,
+    metrics, quoted, telemetry,
 };
 use tokio::net::TcpListener;
-use tokio_stream::{StreamExt, wrappers::WatchStream};
+use tokio_stream::StreamExt;
 use tracing::{Instrument, field::Empty};
 
 use crate::{
@@ -62,9 +63,20 @@ pub struct Args {
     /// The notifier service's gRPC URL (for the live /events stream).
     #[arg(long, env = "NOTIFIER_URL", default_value = "http://127.0.0.1:50052")]
     pub notifier_url: String,
-    /// The secret PETZI signs webhooks with (HMAC-SHA256).
-    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: String,
+    /// The secrets PETZI may sign webhooks with (HMAC-SHA256), comma-separated:
+    /// one, or during a rotation the old and the new. Each at least 32 bytes.
+    #[arg(
+        long = "webhook-secret",
+        env = "WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true
+    )]
+    pub webhook_secrets: Vec<String>,
+    /// Accept secrets shorter than 32 bytes, such as the demo value `secret`
+    /// that PETZI's simulator signs with. For local demos only.
+    #[arg(long, env = "ALLOW_DEMO_SECRET")]
+    pub allow_demo_secret: bool,
     /// Largest accepted distance between a signature's timestamp and now.
     #[arg(long, env = "SIGNATURE_TOLERANCE", default_value = "30s", value_parser = ticketmesh_runtime::parse_duration)]
     pub signature_tolerance: Duration,
@@ -90,7 +102,38 @@ pub struct Args {
     #[arg(long, env = "ADMIN_ADDR")]
     pub admin_addr: Option<String>,
     #[command(flatten)]
+    pub limits: server::Limits,
+    #[command(flatten)]
     pub fault: ticketmesh_runtime::FaultArgs,
+}
+
+/// The shortest secret accepted without ALLOW_DEMO_SECRET: 256 bits, the
+/// HMAC-SHA256 key size.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The secrets, checked: at least one, none empty, none short unless allowed
+/// (and then said loudly).
+fn secrets(args: &Args) -> anyhow::Result<Vec<Vec<u8>>> {
+    let secrets: Vec<Vec<u8>> = args.webhook_secrets.iter().map(|s| s.trim().as_bytes().to_vec()).collect();
+    if secrets.is_empty() || secrets.iter().any(Vec::is_empty) {
+        anyhow::bail!("WEBHOOK_SECRET must hold one or more non-empty secrets, comma-separated");
+    }
+    let short = secrets.iter().filter(|s| s.len() < MIN_SECRET_BYTES).count();
+    if short > 0 && !args.allow_demo_secret {
+        anyhow::bail!(
+            "WEBHOOK_SECRET: {short} of {} secrets are shorter than {MIN_SECRET_BYTES} bytes; use a random one \
+             (e.g. `openssl rand -hex 32`), or set ALLOW_DEMO_SECRET=true for a local demo",
+            secrets.len()
+        );
+    }
+    if short > 0 {
+        tracing::warn!(
+            short,
+            "ALLOW_DEMO_SECRET is set: webhooks signed with a short, guessable secret are accepted. \
+             Never run this way where the webhook endpoint is reachable by anyone else"
+        );
+    }
+    Ok(secrets)
 }
 
 /// The routes fault rules may name (probes and /metrics are left out, so a
@@ -113,10 +156,14 @@ struct Inner {
     notifier: NotifierServiceClient<Channel>,
     event_channel: Channel,
     storage_channel: Channel,
-    secret: Vec<u8>,
+    secrets: Vec<Vec<u8>>,
     sns_topics: Vec<String>,
     tolerance_secs: u64,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
+    webhooks: server::Gate,
+    reads: server::Gate,
+    sse: events::Streams,
     timeout: Duration,
     read_timeout: Duration,
     faults: Faults,
@@ -130,9 +177,6 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(args: &Args) -> anyhow::Result<Self> {
-        if args.webhook_secret.is_empty() {
-            anyhow::bail!("WEBHOOK_SECRET must not be empty");
-        }
         let event_channel = grpc::channel(&args.event_url, args.grpc_timeout)?;
         let storage_channel = grpc::channel(&args.storage_url, args.grpc_timeout)?;
         Ok(Self(Arc::new(Inner {
@@ -141,10 +185,18 @@ impl AppState {
             notifier: NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.grpc_timeout)?),
             event_channel,
             storage_channel,
-            secret: args.webhook_secret.as_bytes().to_vec(),
+            secrets: secrets(args)?,
             sns_topics: args.sns_topics.clone(),
             tolerance_secs: args.signature_tolerance.as_secs(),
             max_body_bytes: args.max_body_bytes,
+            body_read_timeout: args.limits.body_read_timeout,
+            webhooks: server::Gate::new("webhooks", args.limits.webhook_concurrency),
+            reads: server::Gate::new("reads", args.limits.read_concurrency),
+            sse: events::Streams::new(
+                args.limits.max_sse_clients,
+                args.limits.sse_buffer,
+                args.limits.sse_buffer_bytes,
+            ),
             timeout: args.grpc_timeout,
             read_timeout: args.read_timeout,
             faults: Faults::from_spec(
@@ -207,20 +259,32 @@ static WEBHOOK_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
 });
 
 /// The router, with its state: what `serve` runs and what tests drive.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(hello))
+/// Webhooks and reads each pass their admission gate; every route but the
+/// live stream runs under the request deadline.
+pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    let inner = &state.0;
+    let webhooks = Router::new()
         .route("/webhook", post(webhook))
         .route("/sns", post(sns))
+        .route_layer(middleware::from_fn_with_state(inner.webhooks.clone(), server::admit));
+    let reads = Router::new()
         .route("/api/sns/notifications", get(sns_notifications))
         .route("/api/tickets", get(list_tickets))
         .route("/api/tickets/{number}", get(get_ticket))
         .route("/api/stats", get(stats))
-        .route("/events", get(events))
+        .route_layer(middleware::from_fn_with_state(inner.reads.clone(), server::admit));
+    let timed = Router::new()
+        .route("/", get(hello))
         .route("/ui", get(ui))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(admin::metrics_handler))
+        .merge(webhooks)
+        .merge(reads)
+        .route_layer(middleware::from_fn_with_state(request_timeout, server::deadline));
+    Router::new()
+        .merge(timed)
+        .route("/events", get(events::events))
         .fallback(|| async { AppError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             AppError::new(
@@ -229,7 +293,7 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(middleware::from_fn_with_state(state.0.faults.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(inner.faults.clone(), inject_faults))
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }
@@ -252,21 +316,43 @@ async fn inject_faults(State(faults): State<Faults>, request: Request, next: Nex
     next.run(request).await
 }
 
+/// The method label of a method outside HTTP's registered set, as the
+/// OpenTelemetry HTTP conventions name it: a client inventing methods must not
+/// invent metric series.
+const OTHER_METHOD: &str = "_OTHER";
+
+fn known_method(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => OTHER_METHOD,
+    }
+}
+
 /// Every request: a server span continuing the caller's W3C trace context
 /// (named and attributed by the OTel HTTP conventions, by route template),
 /// and the HTTP metrics, labelled by route template too.
 async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = known_method(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let span = tracing::info_span!(
         "http.server",
-        otel.name = %format_args!("{method} {route}"),
+        otel.name = %format_args!("{} {route}", if method == OTHER_METHOD { "HTTP" } else { method }),
         otel.kind = "server",
-        http.request.method = %method,
+        http.request.method = method,
+        http.request.method_original = (method == OTHER_METHOD).then(|| request.method().as_str()),
         http.route = %route,
         url.path = %request.uri().path(),
         http.response.status_code = Empty,
@@ -279,8 +365,8 @@ async fn observe(request: Request, next: Next) -> Response {
     if status.is_server_error() {
         telemetry::set_error(&span, status.to_string());
     }
-    HTTP_REQUESTS.with_label_values(&[&method, &route, status.as_str()]).inc();
-    HTTP_DURATION.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
+    HTTP_REQUESTS.with_label_values(&[method, &route, status.as_str()]).inc();
+    HTTP_DURATION.with_label_values(&[method, &route]).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -323,33 +409,83 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The webhook contract, checked cheapest first: media type, version and
-/// signature header before the body is read; size while reading; the HMAC
-/// over the raw bytes; then the event service parses and stores.
-/// Reads a body of at most `limit` bytes: 413 when larger (by its declared
-/// length before reading anything, or while reading).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, AppError> {
-    let too_large = || {
-        AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<axum::extract::rejection::LengthLimitError>())
-        {
-            too_large()
-        } else {
-            AppError::bad_request("unreadable_body", format!("the body could not be read: {e}"))
-        }
-    })
+/// How much of an oversized body is read and thrown away before the 413 is
+/// sent: enough for a client that writes its whole body before it reads the
+/// answer to get that answer, instead of a broken pipe.
+const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+
+enum BodyError {
+    TooLarge,
+    Unreadable(axum::Error),
 }
 
+/// Reads a body of at most `limit` bytes within `timeout`: 413 when larger
+/// (by its declared length before reading anything, or while reading), after
+/// reading and discarding up to [`DRAIN_BYTES`] more in the time left; 408
+/// when the client is too slow. Either way the connection is then closed.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, AppError> {
+    let until = tokio::time::Instant::now() + timeout;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let mut chunks = body.into_data_stream();
+    let mut read = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let reading = async {
+        if declared.is_some_and(|n| n > limit) {
+            return Err(BodyError::TooLarge);
+        }
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(BodyError::Unreadable)?;
+            if read.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            read.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout_at(until, reading).await {
+        Ok(Ok(())) => Ok(read.into()),
+        Ok(Err(BodyError::TooLarge)) => {
+            let mut drained = 0;
+            let drain = async {
+                while let Some(Ok(chunk)) = chunks.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout_at(until, drain).await;
+            Err(AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+            )
+            .closing())
+        }
+        Ok(Err(BodyError::Unreadable(e))) => {
+            Err(AppError::bad_request("unreadable_body", format!("the body could not be read: {e}"))
+                .closing())
+        }
+        Err(_) => {
+            server::body_timed_out();
+            Err(AppError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {timeout:?}"),
+            )
+            .closing())
+        }
+    }
+}
+
+/// The webhook contract, checked cheapest first: media type, version, the
+/// signature header and its timestamp before the body is read; size and time
+/// while reading; the HMAC over the raw bytes; then the event service parses
+/// and stores.
 async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Value, AppError> {
     if !is_json(headers) {
         return Err(AppError::new(
@@ -366,9 +502,10 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
     // A header that is not visible ASCII cannot be a signature: "" is malformed.
     let header = headers.get("petzi-signature").map(|v| v.to_str().unwrap_or_default());
     let signature = Signature::from_header(header).map_err(|e| signature_error(&e))?;
-    let body = read_body(headers, body, state.max_body_bytes).await?;
+    signature.check_time(unix_now(), state.tolerance_secs).map_err(|e| signature_error(&e))?;
+    let body = read_body(headers, body, state.max_body_bytes, state.body_read_timeout).await?;
     tracing::info_span!("webhook.verify_signature", http.request.body.size = body.len()).in_scope(|| {
-        signature.verify(&state.secret, &body, unix_now(), state.tolerance_secs).map_err(|e| {
+        signature.check_tags(&state.secrets, &body).map_err(|e| {
             telemetry::set_error(&tracing::Span::current(), e.to_string());
             signature_error(&e)
         })
@@ -466,56 +603,14 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     Ok(Json(render::stats(&stats)))
 }
 
-static SSE_CLIENTS: LazyLock<IntGauge> =
-    LazyLock::new(|| metrics::gauge("sse_clients", "Clients connected to GET /events"));
-
 /// The live dashboard page, compiled into the binary (no CDN, no build step).
 async fn ui() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(include_str!("ui.html")))
 }
 
-/// Live ticket events as Server-Sent Events: `event:` the event type, `id:`
-/// the message id, `data:` the ticket as JSON; a heartbeat comment every 15 s.
-/// When the client leaves, the stream is dropped, which ends the Subscribe
-/// call and with it the notifier's queue. Shutdown ends every stream.
-async fn events(State(state): State<AppState>) -> Result<Response, AppError> {
-    let request = SubscribeRequest { routing_keys: vec!["ticket.*".into()] };
-    let stream = state
-        .0
-        .notifier
-        .clone()
-        .subscribe(request)
-        .await
-        .map_err(|s| AppError::from_grpc("the notifier service", &s))?
-        .into_inner();
-    let client = metrics::Held::new(&SSE_CLIENTS);
-    // Shutdown ends the stream: a `None` merged in, and map_while stops there.
-    let stop = WatchStream::new(state.0.stopping.subscribe()).filter(|stopping| *stopping).map(|_| None);
-    let events = stream.map(Some).merge(stop).map_while(move |n| {
-        let _counted = &client;
-        let n = n?.ok()?;
-        let span = process_span("rabbitmq", "ticketmesh.events", &n.message_id, &n.headers);
-        let _entered = span.enter();
-        let event = TicketEvent::decode(n.payload.as_slice()).ok()?;
-        let kind = event.r#type().petzi_name();
-        let stored = StoredTicket {
-            ticket: event.ticket,
-            buyer: event.buyer,
-            last_event: event.r#type,
-            created_at: event.received_at,
-            updated_at: event.received_at,
-        };
-        Some(Ok::<_, std::convert::Infallible>(
-            sse::Event::default().event(kind).id(n.message_id).data(render::ticket(&stored).to_string()),
-        ))
-    });
-    let keep_alive = sse::KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat");
-    Ok(sse::Sse::new(events).keep_alive(keep_alive).into_response())
-}
-
 /// The span of one received message, a child of the span that published it
 /// (from the trace context the message carries).
-fn process_span(
+pub(crate) fn process_span(
     system: &'static str,
     destination: &str,
     message_id: &str,
@@ -602,7 +697,7 @@ pub fn sns_published_at(timestamp: &str) -> Option<prost_types::Timestamp> {
 /// hands notifications (and their trace context) to the event service, and
 /// rejects everything else with 400.
 async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, AppError> {
-    let body = read_body(&headers, body, state.0.max_body_bytes).await?;
+    let body = read_body(&headers, body, state.0.max_body_bytes, state.0.body_read_timeout).await?;
     let message = parse_sns_message(&body)
         .map_err(|e| AppError::bad_request("invalid_sns_message", format!("not an SNS message: {e}")))?;
     if let Some(declared) = headers.get("x-amz-sns-message-type")
@@ -617,7 +712,7 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
     if !state.0.sns_topics.iter().any(|t| t == topic) {
         return Err(AppError::bad_request(
             "unknown_topic",
-            format!("TopicArn {:?} is not a subscribed topic", message.topic_arn),
+            format!("TopicArn {} is not a subscribed topic", quoted(&message.topic_arn)),
         ));
     }
     match message.r#type.as_str() {
@@ -660,7 +755,7 @@ async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> R
             Ok(Json(json!({"status": "recorded"})))
         }
         "UnsubscribeConfirmation" => Ok(Json(json!({"status": "ignored"}))),
-        other => Err(AppError::bad_request("invalid_sns_message", format!("unknown Type {other:?}"))),
+        other => Err(AppError::bad_request("invalid_sns_message", format!("unknown Type {}", quoted(other)))),
     }
 }
 
@@ -710,7 +805,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves the gateway on an already bound listener until `shutdown`; requests
-/// in flight then finish before this returns.
+/// in flight then finish (within the request deadline) before this returns.
 pub async fn serve(
     args: Args,
     listener: TcpListener,
@@ -723,10 +818,6 @@ pub async fn serve(
         shutdown.await;
         streams.close_streams();
     };
-    // TCP_NODELAY on every connection: small responses go out at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     if let Some(admin) = admin {
         let router = admin::faults_router(state.0.faults.clone())
             .route("/metrics", get(admin::metrics_handler))
@@ -734,8 +825,7 @@ pub async fn serve(
         // It ends with the process: it holds no request worth draining.
         tokio::spawn(async move { axum::serve(admin, router).await });
     }
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    server::serve(listener, app(state, args.limits.request_timeout), &args.limits, shutdown).await
 }
 
 #[cfg(test)]

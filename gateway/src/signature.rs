@@ -18,11 +18,16 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// A parsed header.
+/// How many `v1` values one header may carry: a sender signing with an old
+/// and a new secret during a rotation needs two; the bound keeps the HMAC work
+/// a header can ask for small.
+pub const MAX_V1: usize = 4;
+
+/// A parsed header: its timestamp and every `v1` tag it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
     pub timestamp: i64,
-    pub v1: [u8; 32],
+    pub v1: Vec<[u8; 32]>,
 }
 
 impl Signature {
@@ -31,10 +36,13 @@ impl Signature {
         Self::parse(header.ok_or(SignatureError::Missing)?)
     }
 
-    /// Parses `t=<digits>,v1=<64 hex>`: exactly those two parts, once each.
+    /// Parses `t=<digits>,v1=<64 hex>[,v1=…]`: `t` once, one to [`MAX_V1`]
+    /// `v1` tags; parts of other schemes (`v0=…`, a future `v2=…`) are
+    /// ignored, as Stripe's receivers do, so a sender can add a scheme
+    /// without breaking this receiver.
     pub fn parse(header: &str) -> Result<Self, SignatureError> {
         let mut timestamp = None;
-        let mut v1 = None;
+        let mut v1 = Vec::new();
         for part in header.split(',') {
             let (key, value) =
                 part.trim().split_once('=').ok_or(SignatureError::Malformed("expected key=value parts"))?;
@@ -47,20 +55,21 @@ impl Signature {
                         value.parse::<i64>().map_err(|_| SignatureError::Malformed("t is out of range"))?,
                     );
                 }
-                "v1" if v1.is_none() => {
+                "t" => return Err(SignatureError::Malformed("t is repeated")),
+                "v1" if v1.len() == MAX_V1 => return Err(SignatureError::Malformed("more than 4 v1 tags")),
+                "v1" => {
                     let mut bytes = [0u8; 32];
                     hex::decode_to_slice(value, &mut bytes)
                         .map_err(|_| SignatureError::Malformed("v1 must be 64 hex digits"))?;
-                    v1 = Some(bytes);
+                    v1.push(bytes);
                 }
-                "t" | "v1" => return Err(SignatureError::Malformed("a part is repeated")),
-                _ => return Err(SignatureError::Malformed("unknown part; expected only t and v1")),
+                _ => {}
             }
         }
-        match (timestamp, v1) {
-            (Some(timestamp), Some(v1)) => Ok(Self { timestamp, v1 }),
+        match (timestamp, v1.is_empty()) {
+            (Some(timestamp), false) => Ok(Self { timestamp, v1 }),
             (None, _) => Err(SignatureError::Malformed("t is missing")),
-            (_, None) => Err(SignatureError::Malformed("v1 is missing")),
+            (_, true) => Err(SignatureError::Malformed("v1 is missing")),
         }
     }
 }
@@ -75,21 +84,41 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
 }
 
 impl Signature {
-    /// Checks this signature against the body: timestamp within
-    /// `tolerance_secs` of `now` (either way), then the HMAC in constant time.
-    pub fn verify(
-        &self,
-        secret: &[u8],
-        body: &[u8],
-        now: i64,
-        tolerance_secs: u64,
-    ) -> Result<(), SignatureError> {
+    /// The timestamp within `tolerance_secs` of `now`, either way: checked
+    /// before the body is read, so a stale or replayed request costs no read.
+    pub fn check_time(&self, now: i64, tolerance_secs: u64) -> Result<(), SignatureError> {
         // The distance is exact (`abs_diff`, u64); only the reported skew saturates.
         if now.abs_diff(self.timestamp) > tolerance_secs {
             let skew_secs = now.saturating_sub(self.timestamp);
             return Err(SignatureError::OutsideTolerance { skew_secs, tolerance_secs });
         }
-        mac(secret, self.timestamp, body).verify_slice(&self.v1).map_err(|_| SignatureError::Mismatch)
+        Ok(())
+    }
+
+    /// The body signed with any of `secrets` under any of the header's `v1`
+    /// tags. Every pair is compared in constant time, and all of them are,
+    /// so the time taken tells nothing about which secret or tag matched.
+    pub fn check_tags<S: AsRef<[u8]>>(&self, secrets: &[S], body: &[u8]) -> Result<(), SignatureError> {
+        let mut matched = subtle::Choice::from(0);
+        for secret in secrets {
+            let expected = mac(secret.as_ref(), self.timestamp, body).finalize().into_bytes();
+            for tag in &self.v1 {
+                matched |= subtle::ConstantTimeEq::ct_eq(expected.as_slice(), tag.as_slice());
+            }
+        }
+        if bool::from(matched) { Ok(()) } else { Err(SignatureError::Mismatch) }
+    }
+
+    /// Both checks, time first: what the gateway does, in one call.
+    pub fn verify<S: AsRef<[u8]>>(
+        &self,
+        secrets: &[S],
+        body: &[u8],
+        now: i64,
+        tolerance_secs: u64,
+    ) -> Result<(), SignatureError> {
+        self.check_time(now, tolerance_secs)?;
+        self.check_tags(secrets, body)
     }
 }
 
@@ -113,7 +142,7 @@ mod tests {
         tolerance_secs: u64,
     ) -> Result<i64, SignatureError> {
         let signature = Signature::from_header(header)?;
-        signature.verify(secret, body, now, tolerance_secs)?;
+        signature.verify(&[secret], body, now, tolerance_secs)?;
         Ok(signature.timestamp)
     }
 
@@ -139,14 +168,14 @@ mod tests {
     /// 2^63 s although the real distance was larger.
     #[test]
     fn the_tolerance_is_exact_at_the_ends_of_the_clock() {
-        let signature = Signature { timestamp: 1_418_463_008_686_192_060, v1: [0; 32] };
+        let signature = Signature { timestamp: 1_418_463_008_686_192_060, v1: vec![[0; 32]] };
         let now = -8_107_400_821_352_556_846;
         assert!(matches!(
-            signature.verify(b"secret", b"{}", now, 1 << 63),
+            signature.verify(&[b"secret"], b"{}", now, 1 << 63),
             Err(SignatureError::OutsideTolerance { skew_secs: i64::MIN, .. })
         ));
-        let far = Signature { timestamp: i64::MAX, v1: [0; 32] };
-        assert_eq!(far.verify(b"secret", b"{}", i64::MIN, u64::MAX), Err(SignatureError::Mismatch));
+        let far = Signature { timestamp: i64::MAX, v1: vec![[0; 32]] };
+        assert_eq!(far.verify(&[b"secret"], b"{}", i64::MIN, u64::MAX), Err(SignatureError::Mismatch));
     }
 
     #[test]
@@ -168,13 +197,52 @@ mod tests {
             ("t=1795000000".to_owned(), "v1 is missing"),
             ("t=1795000000,v1=zz".to_owned(), "v1 must be 64 hex digits"),
             (format!("t=abc,{v1}"), "t must be Unix seconds"),
-            (format!("t=1795000000,{v1},x=1"), "unknown part; expected only t and v1"),
-            (format!("t=1,t=2,{v1}"), "a part is repeated"),
+            (format!("t=1,t=2,{v1}"), "t is repeated"),
+            (format!("t=1,{v1},{v1},{v1},{v1},{v1}"), "more than 4 v1 tags"),
+            (format!("t=1,{v1},v0"), "expected key=value parts"),
             ("garbage".to_owned(), "expected key=value parts"),
         ] {
             assert_eq!(Signature::parse(&header), Err(SignatureError::Malformed(why)), "{header}");
         }
         assert_eq!(verify(b"s", None, b"", 0, 30), Err(SignatureError::Missing));
+    }
+
+    /// A rotation: the receiver holds the old and the new secret, and the
+    /// sender signs with either, or with both in one header.
+    #[test]
+    fn any_active_secret_and_any_v1_tag_may_match() {
+        let now = 1_795_000_000;
+        let (old, new) =
+            (b"old-secret-of-at-least-32-bytes!".as_slice(), b"new-secret-of-at-least-32-bytes!".as_slice());
+        let body = BODY.as_bytes();
+        let tag =
+            |secret: &[u8]| sign(secret, now, body).split_once(",v1=").map(|(_, t)| t.to_owned()).unwrap();
+        let check = |header: &str, secrets: &[&[u8]]| {
+            Signature::parse(header).and_then(|s| s.verify(secrets, body, now, 30))
+        };
+        let by_old = format!("t={now},v1={}", tag(old));
+        let by_new = format!("t={now},v1={}", tag(new));
+        let by_both = format!("t={now},v1={},v1={}", tag(b"retired"), tag(new));
+        assert_eq!(check(&by_old, &[old, new]), Ok(()));
+        assert_eq!(check(&by_new, &[old, new]), Ok(()));
+        assert_eq!(check(&by_both, &[new]), Ok(()));
+        assert_eq!(check(&by_old, &[new]), Err(SignatureError::Mismatch));
+        assert_eq!(check(&by_both, &[old]), Err(SignatureError::Mismatch));
+    }
+
+    /// Parts of schemes this receiver does not know are ignored, wherever
+    /// they stand; only `v1` tags are checked.
+    #[test]
+    fn unknown_schemes_are_ignored() {
+        let now = 1_795_000_000;
+        let v1 = HEADER.split_once(',').map(|(_, v1)| v1).unwrap();
+        for header in [format!("t={now},v0=abc,{v1}"), format!("v2=deadbeef,t={now},{v1},scheme=x")] {
+            assert_eq!(verify(b"secret", Some(&header), BODY.as_bytes(), now, 30), Ok(now), "{header}");
+        }
+        assert_eq!(
+            Signature::parse(&format!("t={now},v0={}", "ab".repeat(32))),
+            Err(SignatureError::Malformed("v1 is missing"))
+        );
     }
 }
 
@@ -222,7 +290,9 @@ mod properties {
         fn what_parses_renders_back_to_itself(header in headerish()) {
             if let Ok(signature) = Signature::parse(&header) {
                 prop_assert!(signature.timestamp >= 0);
-                let canonical = format!("t={},v1={}", signature.timestamp, hex::encode(signature.v1));
+                let tags: Vec<String> = signature.v1.iter().map(|tag| format!("v1={}", hex::encode(tag))).collect();
+                prop_assert!((1..=MAX_V1).contains(&tags.len()));
+                let canonical = format!("t={},{}", signature.timestamp, tags.join(","));
                 prop_assert_eq!(Signature::parse(&canonical), Ok(signature));
             }
         }
@@ -237,9 +307,9 @@ mod properties {
             tolerance_secs in any::<u64>(),
             v1 in any::<[u8; 32]>(),
         ) {
-            let signature = Signature { timestamp, v1 };
+            let signature = Signature { timestamp, v1: vec![v1] };
             let within = (i128::from(now) - i128::from(timestamp)).unsigned_abs() <= u128::from(tolerance_secs);
-            let result = signature.verify(b"secret", b"{}", now, tolerance_secs);
+            let result = signature.verify(&[b"secret"], b"{}", now, tolerance_secs);
             prop_assert_eq!(
                 !matches!(result, Err(SignatureError::OutsideTolerance { .. })),
                 within,
@@ -258,7 +328,7 @@ mod properties {
             let signature = Signature::from_header(Some(&header))?;
             prop_assert_eq!(signature.timestamp, timestamp);
             let now = timestamp.saturating_add(skew);
-            prop_assert_eq!(signature.verify(&secret, &body, now, 30), Ok(()));
+            prop_assert_eq!(signature.verify(&[&secret], &body, now, 30), Ok(()));
         }
 
         /// The parser takes digits only, so a negative timestamp (which `sign`
@@ -282,7 +352,7 @@ mod properties {
             let signature = Signature::parse(&sign(&secret, timestamp, &body))?;
             let mut changed = body.clone();
             changed[at.index(body.len())] ^= flip;
-            prop_assert_eq!(signature.verify(&secret, &changed, timestamp, 30), Err(SignatureError::Mismatch));
+            prop_assert_eq!(signature.verify(&[&secret], &changed, timestamp, 30), Err(SignatureError::Mismatch));
         }
 
         #[test]
@@ -296,15 +366,15 @@ mod properties {
         ) {
             let signature = Signature::parse(&sign(&secret, timestamp, &body))?;
             let mut changed = signature.clone();
-            changed.v1[at] ^= flip;
-            prop_assert_eq!(changed.verify(&secret, &body, timestamp, 30), Err(SignatureError::Mismatch));
+            changed.v1[0][at] ^= flip;
+            prop_assert_eq!(changed.verify(&[&secret], &body, timestamp, 30), Err(SignatureError::Mismatch));
             // HMAC pads keys up to its block with zeros: a secret and the same
             // secret with trailing zero bytes are one key. Not a concern for a
             // configured secret, but the property has to say so.
             let trimmed = |s: &[u8]| s.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
             if other_secret[..trimmed(&other_secret)] != secret[..trimmed(&secret)] {
                 prop_assert_eq!(
-                    signature.verify(&other_secret, &body, timestamp, 30),
+                    signature.verify(&[&other_secret], &body, timestamp, 30),
                     Err(SignatureError::Mismatch)
                 );
             }
@@ -325,7 +395,7 @@ mod properties {
             bytes[i] ^= flip;
             let changed = std::str::from_utf8(&bytes).unwrap_or_default();
             let result = Signature::from_header(Some(changed))
-                .and_then(|s| s.verify(b"secret", &body, timestamp, 30));
+                .and_then(|s| s.verify(&[b"secret"], &body, timestamp, 30));
             if changed.eq_ignore_ascii_case(&header) && header.as_bytes()[i].is_ascii_hexdigit() {
                 prop_assert_eq!(result, Ok(()));
             } else {

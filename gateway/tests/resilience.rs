@@ -113,6 +113,8 @@ impl Rig {
                     ("NOTIFIER_URL", format!("http://{notifier}")),
                     ("WEBHOOK_SECRET", SECRET.to_owned()),
                     ("GRPC_TIMEOUT", "5s".into()),
+                    // The SSE churn test connects 200 clients at once.
+                    ("MAX_SSE_CLIENTS", "200".into()),
                 ],
             ),
         ]);

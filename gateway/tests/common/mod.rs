@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-pub const SECRET: &str = "test-secret";
+/// The webhook secret of every test stack (32 bytes: no demo allowance needed).
+pub const SECRET: &str = "test-secret-0123456789abcdef0123";
 
 /// Where PostgreSQL is; each test creates its own database there.
 pub fn postgres_admin_url() -> String {
@@ -142,6 +143,10 @@ pub struct Options {
     pub read_timeout: Option<Duration>,
     pub amqp: Option<(String, String)>,
     pub sns: Option<String>,
+    /// The gateway's server limits (default: the flags' defaults).
+    pub limits: Option<app_gateway::server::Limits>,
+    /// The gateway's webhook secrets (default: [`SECRET`] alone).
+    pub secrets: Option<Vec<String>>,
 }
 
 impl Stack {
@@ -199,7 +204,9 @@ impl Stack {
             event_url: format!("http://{eg_addr}"),
             storage_url,
             notifier_url: format!("http://{ng_addr}"),
-            webhook_secret: SECRET.into(),
+            webhook_secrets: options.secrets.unwrap_or_else(|| vec![SECRET.into()]),
+            allow_demo_secret: false,
+            limits: options.limits.unwrap_or_default(),
             sns_topics: vec!["hello-world-topic".into(), "ticket-events".into()],
             signature_tolerance: Duration::from_secs(30),
             max_body_bytes: 256 * 1024,

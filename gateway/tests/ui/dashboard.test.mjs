@@ -16,7 +16,7 @@ import { chromium } from "playwright-core";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const binDir = process.env.BIN_DIR || path.join(root, "target/debug");
 const artifacts = process.env.ARTIFACTS || path.join(root, "data/artifacts");
-const secret = "ui-test-secret";
+const secret = "ui-test-secret-0123456789abcdef01";
 fs.mkdirSync(artifacts, { recursive: true });
 
 const freePort = () => new Promise((resolve) => {

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use ticketmesh_proto::v1::{Buyer, EventType, Location, Money, Session, Ticket};
+use ticketmesh_runtime::quoted;
 
 /// Why a body is not a PETZI delivery.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +57,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, PayloadError> {
         other => {
             return Err(PayloadError::field(
                 "event",
-                format!("unknown event {other:?}; expected \"ticket_created\" or \"ticket_updated\""),
+                format!("unknown event {}; expected \"ticket_created\" or \"ticket_updated\"", quoted(other)),
             ));
         }
     };
@@ -101,13 +102,13 @@ fn parse_ticket(t: &Obj<'_>) -> Result<Ticket, PayloadError> {
 fn parse_session(s: &Obj<'_>) -> Result<Session, PayloadError> {
     let date = s.string("date")?;
     if !is_date(&date) {
-        return Err(s.error("date", format!("expected a date YYYY-MM-DD, got {date:?}")));
+        return Err(s.error("date", format!("expected a date YYYY-MM-DD, got {}", quoted(&date))));
     }
     let time = s.string("time")?;
     let doors = s.string("doors")?;
     for (key, value) in [("time", &time), ("doors", &doors)] {
         if !is_time_of_day(value) {
-            return Err(s.error(key, format!("expected a time HH:MM or HH:MM:SS, got {value:?}")));
+            return Err(s.error(key, format!("expected a time HH:MM or HH:MM:SS, got {}", quoted(value))));
         }
     }
     let location = s.obj("location")?;
@@ -131,15 +132,17 @@ fn parse_money(price: &Obj<'_>) -> Result<Money, PayloadError> {
         price.error(
             "amount",
             format!(
-                "expected a decimal string with at most 2 decimal places, e.g. \"42.50\", got {amount:?}"
+                "expected a decimal string with at most 2 decimal places, e.g. \"42.50\", got {}",
+                quoted(amount)
             ),
         )
     })?;
     let currency = price.str("currency")?;
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(
-            price.error("currency", format!("expected an ISO 4217 code such as \"CHF\", got {currency:?}"))
-        );
+        return Err(price.error(
+            "currency",
+            format!("expected an ISO 4217 code such as \"CHF\", got {}", quoted(currency)),
+        ));
     }
     Ok(Money { currency_code: currency.to_owned(), units, nanos })
 }
@@ -233,8 +236,11 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A string field. NUL is refused in every one: no PETZI text holds it,
+    /// and PostgreSQL's text cannot store it.
     fn str(&self, key: &str) -> Result<&'a str, PayloadError> {
         match self.get(key)? {
+            Value::String(s) if s.contains('\0') => Err(self.error(key, "must not contain NUL (\\u0000)")),
             Value::String(s) => Ok(s),
             other => Err(self.error(key, format!("expected a string, got {}", kind(other)))),
         }

@@ -7,14 +7,25 @@ use std::{pin::Pin, time::Duration};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-        QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
 };
 use ticketmesh_proto::v1::Notification;
 use tokio::sync::{Mutex, broadcast};
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+
+/// Deliveries a subscriber's queue hands this process before they are
+/// acknowledged; they are acknowledged as the subscriber's stream takes
+/// them. This bounds what one subscriber can hold in this process's memory,
+/// however slowly it reads (lapin buffers whatever the broker sends).
+pub const SUBSCRIBER_PREFETCH: u16 = 64;
+
+/// Messages a subscriber's queue holds at the broker; past it the oldest are
+/// dropped (`drop-head`). Never `reject-publish`: that would nack the relay's
+/// publishes to the exchange, and one slow reader would stop every ticket.
+pub const SUBSCRIBER_QUEUE_MAX: i32 = 1000;
 
 /// A message ready to publish.
 #[derive(Debug, Clone)]
@@ -208,6 +219,10 @@ impl Amqp {
         // Closed when the stream is dropped, or right away if setup fails.
         let guard = ChannelGuard(channel.clone());
         let setup = async {
+            channel.basic_qos(SUBSCRIBER_PREFETCH, BasicQosOptions::default()).await?;
+            let mut bounded = FieldTable::default();
+            bounded.insert("x-max-length".into(), AMQPValue::LongInt(SUBSCRIBER_QUEUE_MAX));
+            bounded.insert("x-overflow".into(), AMQPValue::LongString("drop-head".into()));
             let queue = channel
                 .queue_declare(
                     "".into(),
@@ -216,7 +231,7 @@ impl Amqp {
                         auto_delete: true,
                         ..QueueDeclareOptions::default()
                     },
-                    FieldTable::default(),
+                    bounded,
                 )
                 .await?;
             for pattern in patterns {
@@ -234,7 +249,7 @@ impl Amqp {
                 .basic_consume(
                     queue.name().clone(),
                     "".into(),
-                    BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
+                    BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
@@ -244,9 +259,16 @@ impl Amqp {
             .await
             .map_err(|_| BusError::Timeout(self.timeout))?
             .map_err(|e| BusError::Unreachable(e.to_string()))?;
-        let stream = consumer.map_while(move |delivery| {
-            let _alive = &guard;
+        // Acknowledged when the subscriber's stream takes it: the broker then
+        // sends the next, so at most SUBSCRIBER_PREFETCH wait in this process.
+        let acked = consumer.then(|delivery| async move {
             let d = delivery.ok()?;
+            d.acker.ack(BasicAckOptions::default()).await.ok()?;
+            Some(d)
+        });
+        let stream = acked.map_while(move |delivery| {
+            let _alive = &guard;
+            let d = delivery?;
             let published_at = d
                 .properties
                 .timestamp()

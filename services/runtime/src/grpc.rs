@@ -20,6 +20,14 @@ use crate::{
     rpc::{ClientLayer, Observed, ServerLayer},
 };
 
+/// HTTP/2 streams one client connection may have open (a live Subscribe
+/// stream holds one for as long as it lasts).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 512;
+
+/// Calls one client connection may have in progress before further ones are
+/// refused; the gateway's own admission limits stay well below it.
+pub const MAX_CALLS_PER_CONNECTION: usize = 256;
+
 /// A client channel with every call observed (trace context, span, metrics).
 pub type Channel = Observed<tonic::transport::Channel>;
 
@@ -128,6 +136,12 @@ impl GrpcServer {
         let router = admin::router(self.health.readiness()).merge(admin::faults_router(self.faults.clone()));
         let admin = tokio::spawn(admin::serve(admin, router, until_true(stopped)));
         let served = Server::builder()
+            // Bounds on what one client connection can ask at once: past
+            // MAX_CALLS_PER_CONNECTION a call is refused at once with
+            // RESOURCE_EXHAUSTED (load shed) rather than queued.
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+            .load_shed(true)
             .layer(ServerLayer)
             .layer(FaultLayer(self.faults))
             .add_routes(self.routes.routes())

@@ -50,3 +50,34 @@ pub struct FaultArgs {
     #[arg(long = "faults", env = "FAULTS", default_value = "")]
     pub faults: String,
 }
+
+/// How much of a client's value an error message quotes.
+pub const QUOTED_CHARS: usize = 64;
+
+/// A client's value as an error message quotes it: Rust-escaped (a NUL shows
+/// as `\0`), and past [`QUOTED_CHARS`] characters cut short with its length,
+/// so no error grows with its input (a gRPC status travels in an HTTP/2
+/// header, whose budget a long echo would overflow).
+pub fn quoted(value: &str) -> String {
+    let chars = value.chars().count();
+    if chars <= QUOTED_CHARS {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(QUOTED_CHARS).collect();
+    format!("{head:?}… ({chars} characters)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_value_is_quoted_short_with_its_length() {
+        assert_eq!(quoted("CHF"), "\"CHF\"");
+        assert_eq!(quoted("a\0b"), "\"a\\0b\"");
+        let long = "é".repeat(7_000);
+        let shown = quoted(&long);
+        assert_eq!(shown, format!("{:?}… (7000 characters)", "é".repeat(QUOTED_CHARS)));
+        assert!(shown.len() < 200);
+    }
+}

@@ -4,13 +4,19 @@
 //! (two servers in one test process) reuses the collector already there.
 #![allow(clippy::expect_used)]
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, core::Collector};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, core::Collector,
+};
 
 fn register<C: Collector + Clone + 'static>(collector: C) -> C {
     match prometheus::register(Box::new(collector.clone())) {
         Ok(()) | Err(prometheus::Error::AlreadyReg) => collector,
         Err(error) => panic!("invalid metric definition: {error}"),
     }
+}
+
+pub fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).expect("valid counter"))
 }
 
 pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

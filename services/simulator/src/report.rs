@@ -49,6 +49,15 @@ pub struct Stats {
     pub unexpected: u64,
     pub last_unexpected: Option<String>,
     latency: Histogram<u64>,
+    /// Of the fresh deliveries accepted, and of the 503s (refused past capacity).
+    accepted_latency: Histogram<u64>,
+    refused_latency: Histogram<u64>,
+}
+
+/// Microseconds from 1 µs to 10 min, 3 significant figures.
+fn histogram() -> Histogram<u64> {
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid")
 }
 
 impl Default for Stats {
@@ -61,10 +70,9 @@ impl Default for Stats {
             failed: 0,
             unexpected: 0,
             last_unexpected: None,
-            // Microseconds from 1 µs to 10 min, 3 significant figures.
-            #[allow(clippy::expect_used)]
-            latency: Histogram::new_with_bounds(1, 600_000_000, 3)
-                .expect("static histogram bounds are valid"),
+            latency: histogram(),
+            accepted_latency: histogram(),
+            refused_latency: histogram(),
         }
     }
 }
@@ -78,8 +86,18 @@ impl Stats {
             Outcome::Rejected(status) => *self.rejected.entry(*status).or_default() += 1,
             Outcome::Failed(_) => self.failed += 1,
         }
-        if !matches!(outcome, Outcome::Failed(_)) {
-            self.latency.saturating_record(latency.as_micros().max(1) as u64);
+        let micros = latency.as_micros().max(1) as u64;
+        match outcome {
+            Outcome::Failed(_) => {}
+            Outcome::Accepted => {
+                self.latency.saturating_record(micros);
+                self.accepted_latency.saturating_record(micros);
+            }
+            Outcome::Rejected(503) => {
+                self.latency.saturating_record(micros);
+                self.refused_latency.saturating_record(micros);
+            }
+            _ => self.latency.saturating_record(micros),
         }
         if !intent.expects(outcome) {
             self.unexpected += 1;
@@ -102,12 +120,9 @@ impl Stats {
             unexpected: self.unexpected,
             elapsed_s: round(secs, 3),
             throughput_per_s: round(self.sent as f64 / secs, 1),
-            latency_ms: Latency {
-                p50: round(self.ms(0.50), 3),
-                p90: round(self.ms(0.90), 3),
-                p99: round(self.ms(0.99), 3),
-                max: round(if self.latency.is_empty() { 0.0 } else { self.latency.max() as f64 / 1000.0 }, 3),
-            },
+            latency_ms: Latency::of(&self.latency),
+            accepted_latency_ms: Latency::of(&self.accepted_latency),
+            refused_latency_ms: Latency::of(&self.refused_latency),
         }
     }
 
@@ -140,6 +155,20 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The quantiles of a histogram of microseconds, in milliseconds (0 when empty).
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| round(micros as f64 / 1000.0, 3);
+        let at = |q| if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(q)) };
+        Self {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: if h.is_empty() { 0.0 } else { ms(h.max()) },
+        }
+    }
+}
+
 /// The final figures; `--json` prints exactly this.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -153,7 +182,12 @@ pub struct Report {
     pub unexpected: u64,
     pub elapsed_s: f64,
     pub throughput_per_s: f64,
+    /// Of every answered delivery.
     pub latency_ms: Latency,
+    /// Of the accepted fresh deliveries only, and of the 503s only (past
+    /// capacity, a refusal should cost almost nothing).
+    pub accepted_latency_ms: Latency,
+    pub refused_latency_ms: Latency,
 }
 
 impl std::fmt::Display for Report {
@@ -202,6 +236,9 @@ mod tests {
         // Five answered requests: 1, 5, 10, 20, 30 ms.
         assert!((report.latency_ms.max - 30.0).abs() < 0.1, "{}", report.latency_ms.max);
         assert!((report.latency_ms.p50 - 10.0).abs() < 0.1, "{}", report.latency_ms.p50);
+        // Accepted: 10 and 5 ms; refused with 503: the 30 ms one alone.
+        assert!((report.accepted_latency_ms.max - 10.0).abs() < 0.1, "{}", report.accepted_latency_ms.max);
+        assert!((report.refused_latency_ms.p50 - 30.0).abs() < 0.1, "{}", report.refused_latency_ms.p50);
         let text = report.to_string();
         assert!(text.contains("rejected    401: 1, 503: 1"), "{text}");
         let json: serde_json::Value = serde_json::to_value(&report).unwrap();

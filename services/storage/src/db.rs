@@ -45,11 +45,18 @@ pub enum StoreError {
     /// The database refused a statement: a bug, not a passing outage.
     #[error("database error: {0}")]
     Internal(String),
+    /// The database refused the data itself (SQLSTATE class 22, a data
+    /// exception such as a NUL in text): retrying the same event cannot help.
+    #[error("the database refused the event: {0}")]
+    Refused(String),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
+            sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("22")) => {
+                Self::Refused(e.message().to_owned())
+            }
             sqlx::Error::Database(e) => Self::Internal(e.to_string()),
             sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => Self::Internal(error.to_string()),
             other => Self::Unavailable(other.to_string()),

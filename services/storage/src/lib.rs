@@ -89,6 +89,10 @@ fn status(e: StoreError) -> Status {
     match e {
         StoreError::Unavailable(m) => Status::unavailable(m),
         StoreError::Internal(m) => Status::internal(m),
+        StoreError::Refused(m) => Status::invalid_argument(format!(
+            "the database refused this event: {}",
+            ticketmesh_runtime::quoted(&m)
+        )),
     }
 }
 
@@ -159,7 +163,7 @@ impl StorageService for Storage {
         self.cached("ticket", |c| c.ticket_key(&number), self.db.ticket(&number))
             .await?
             .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no ticket {number:?}")))
+            .ok_or_else(|| Status::not_found(format!("no ticket {}", ticketmesh_runtime::quoted(&number))))
     }
 
     async fn list_tickets(
@@ -175,7 +179,10 @@ impl StorageService for Storage {
         let before_seq = match r.page_token.as_str() {
             "" => None,
             token => Some(token.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                Status::invalid_argument(format!("page_token {token:?} is not one this service issued"))
+                Status::invalid_argument(format!(
+                    "page_token {} is not one this service issued",
+                    ticketmesh_runtime::quoted(token)
+                ))
             })?),
         };
         let filter =

@@ -27,7 +27,7 @@ static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
 static COMMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(
         "storage_commits_total",
-        "Database transactions of the group-commit writer, by outcome",
+        "Database transactions of the group-commit writer, by outcome: ok, error (an outage), split (refused for one row's data, retried in halves), refused (one event the database refuses)",
         &["status"],
     )
 });
@@ -90,41 +90,75 @@ async fn run(
     let mut jobs = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
         let events: Vec<&NewEvent> = jobs.iter().map(|(e, _)| e).collect();
-        BATCH_SIZE.observe(events.len() as f64);
-        let outcome = match tokio::time::timeout(timeout, db.save_batch(&events)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StoreError::Unavailable(format!("commit took longer than {timeout:?}"))),
-        };
-        match &outcome {
-            Ok(inserted) => {
-                COMMITS.with_label_values(&["ok"]).inc();
-                if inserted.iter().any(|new| *new) {
-                    stats.changed();
-                }
-                if let Some(cache) = &cache {
-                    // Invalidate before answering, so a caller reading right
-                    // after its 200 never sees the state before its write.
-                    let changed = events
-                        .iter()
-                        .zip(inserted)
-                        .filter(|(_, new)| **new)
-                        .filter_map(|(e, _)| e.event.ticket.as_ref().map(|t| t.number.as_str()));
-                    cache.invalidate(changed).await;
-                }
-            }
-            Err(error) => {
-                COMMITS.with_label_values(&["error"]).inc();
-                tracing::warn!(%error, events = events.len(), "batch not stored");
-            }
+        let outcome = commit_isolating(&db, &events, timeout).await;
+        if outcome.iter().any(|r| matches!(r, Ok(true))) {
+            stats.changed();
+        }
+        if let Some(cache) = &cache {
+            // Invalidate before answering, so a caller reading right
+            // after its 200 never sees the state before its write.
+            let changed = events
+                .iter()
+                .zip(&outcome)
+                .filter(|(_, new)| matches!(new, Ok(true)))
+                .filter_map(|(e, _)| e.event.ticket.as_ref().map(|t| t.number.as_str()));
+            cache.invalidate(changed).await;
         }
         let size = jobs.len();
-        for (i, (_, reply)) in jobs.drain(..).enumerate() {
-            let answer = match &outcome {
-                Ok(inserted) => Ok(inserted.get(i).copied().unwrap_or(false)),
-                Err(e) => Err(e.clone()),
-            };
+        for ((_, reply), answer) in jobs.drain(..).zip(outcome) {
             // The caller may have given up (deadline); the result stands anyway.
             let _ = reply.send((answer, size));
         }
     }
+}
+
+/// Commits `events` in order, and isolates what the database refuses: a
+/// batch refused for its data (one bad row fails the whole transaction) is
+/// split in halves, committed first half first, until the refused events
+/// stand alone. Every other event is stored, in its order, at a cost of about
+/// two transactions per halving; an outage fails the range it hits, as before.
+async fn commit_isolating(
+    db: &Database,
+    events: &[&NewEvent],
+    timeout: Duration,
+) -> Vec<Result<bool, StoreError>> {
+    let mut outcome: Vec<Option<Result<bool, StoreError>>> = vec![None; events.len()];
+    let mut ranges = std::collections::VecDeque::new();
+    ranges.push_back(0..events.len());
+    while let Some(range) = ranges.pop_front() {
+        let batch = &events[range.clone()];
+        BATCH_SIZE.observe(batch.len() as f64);
+        let committed = match tokio::time::timeout(timeout, db.save_batch(batch)).await {
+            Ok(committed) => committed,
+            Err(_) => Err(StoreError::Unavailable(format!("commit took longer than {timeout:?}"))),
+        };
+        match committed {
+            Ok(inserted) => {
+                COMMITS.with_label_values(&["ok"]).inc();
+                for (slot, new) in outcome[range].iter_mut().zip(inserted) {
+                    *slot = Some(Ok(new));
+                }
+            }
+            Err(StoreError::Refused(_)) if range.len() > 1 => {
+                COMMITS.with_label_values(&["split"]).inc();
+                let middle = range.start + range.len() / 2;
+                ranges.push_front(middle..range.end);
+                ranges.push_front(range.start..middle);
+            }
+            Err(error) => {
+                COMMITS
+                    .with_label_values(&[if matches!(error, StoreError::Refused(_)) {
+                        "refused"
+                    } else {
+                        "error"
+                    }])
+                    .inc();
+                tracing::warn!(%error, events = range.len(), "batch not stored");
+                for slot in &mut outcome[range] {
+                    *slot = Some(Err(error.clone()));
+                }
+            }
+        }
+    }
+    outcome.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
 }
