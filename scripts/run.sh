@@ -40,12 +40,17 @@ start() { # name, then the environment for it
 }
 start app-storage GRPC_ADDR=127.0.0.1:50053 ADMIN_ADDR=127.0.0.1:9003
 sns_subscribe=()
-if [ -n "${SNS_ENDPOINT_URL:-}" ]; then sns_subscribe=(SNS_SUBSCRIBE_URL="${SNS_SUBSCRIBE_URL:-http://127.0.0.1:8080/sns}"); fi
+sns_certs=()
+if [ -n "${SNS_ENDPOINT_URL:-}" ]; then
+  sns_subscribe=(SNS_SUBSCRIBE_URL="${SNS_SUBSCRIBE_URL:-http://127.0.0.1:8080/sns}")
+  # The gateway fetches the certificates that sign SNS messages from the SNS endpoint too.
+  sns_certs=(SNS_CERT_ORIGINS="${SNS_CERT_ORIGINS:-${SNS_ENDPOINT_URL%/}}")
+fi
 start app-notifier GRPC_ADDR=127.0.0.1:50052 ADMIN_ADDR=127.0.0.1:9002 "${sns_subscribe[@]}"
 start app-event GRPC_ADDR=127.0.0.1:50051 ADMIN_ADDR=127.0.0.1:9001 STORAGE_URL=http://127.0.0.1:50053 \
   NOTIFIER_URL=http://127.0.0.1:50052
 start app-gateway HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9000 EVENT_URL=http://127.0.0.1:50051 STORAGE_URL=http://127.0.0.1:50053 \
-  NOTIFIER_URL=http://127.0.0.1:50052
+  NOTIFIER_URL=http://127.0.0.1:50052 "${sns_certs[@]}"
 
 # Readiness over bash's /dev/tcp, so nothing but bash is needed.
 ready() {

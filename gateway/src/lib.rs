@@ -7,6 +7,9 @@ mod events;
 pub mod render;
 pub mod server;
 pub mod signature;
+pub mod sns;
+
+pub use sns::{SnsAttribute, SnsMessage, parse_sns_message, sns_published_at, sns_topic_name};
 
 use std::{
     future::Future,
@@ -28,16 +31,15 @@ use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::{
-    ConfirmSnsSubscriptionRequest, GetStatsRequest, GetTicketRequest, HelloRequest, IngestWebhookRequest,
-    ListSnsNotificationsRequest, ListTicketsRequest, RecordSnsNotificationRequest,
-    event_service_client::EventServiceClient, notifier_service_client::NotifierServiceClient,
-    storage_service_client::StorageServiceClient,
+    GetStatsRequest, GetTicketRequest, HelloRequest, IngestWebhookRequest, ListSnsNotificationsRequest,
+    ListTicketsRequest, event_service_client::EventServiceClient,
+    notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{
     Faults, admin,
     faults::Targets,
     grpc::{self, Channel},
-    metrics, quoted, telemetry,
+    metrics, telemetry,
 };
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -83,7 +85,13 @@ pub struct Args {
     /// Largest accepted webhook body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
-    /// SNS topic names whose messages `POST /sns` accepts (the TopicArn's last part).
+    /// Where SNS signing certificates may be fetched besides AWS's SNS hosts
+    /// (https://sns.<region>.amazonaws.com), as `scheme://host:port`,
+    /// comma-separated: the SNS endpoint of a LocalStack, e.g. http://127.0.0.1:4566.
+    #[arg(long, env = "SNS_CERT_ORIGINS", value_delimiter = ',')]
+    pub sns_cert_origins: Vec<String>,
+    /// SNS topic names whose messages `POST /sns` accepts (the TopicArn's last
+    /// part; the whole ARN must also be one the notifier created).
     #[arg(
         long,
         env = "SNS_TOPICS",
@@ -158,6 +166,8 @@ struct Inner {
     storage_channel: Channel,
     secrets: Vec<Vec<u8>>,
     sns_topics: Vec<String>,
+    sns_verifier: sns::Verifier,
+    sns_known: sns::Topics,
     tolerance_secs: u64,
     max_body_bytes: usize,
     body_read_timeout: Duration,
@@ -179,14 +189,17 @@ impl AppState {
     pub fn new(args: &Args) -> anyhow::Result<Self> {
         let event_channel = grpc::channel(&args.event_url, args.grpc_timeout)?;
         let storage_channel = grpc::channel(&args.storage_url, args.grpc_timeout)?;
+        let notifier = NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.grpc_timeout)?);
         Ok(Self(Arc::new(Inner {
             event: EventServiceClient::new(event_channel.clone()),
             storage: StorageServiceClient::new(storage_channel.clone()),
-            notifier: NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.grpc_timeout)?),
+            notifier: notifier.clone(),
             event_channel,
             storage_channel,
             secrets: secrets(args)?,
             sns_topics: args.sns_topics.clone(),
+            sns_verifier: sns::Verifier::new(args.sns_cert_origins.clone(), args.grpc_timeout)?,
+            sns_known: sns::Topics::new(notifier, args.grpc_timeout),
             tolerance_secs: args.signature_tolerance.as_secs(),
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.limits.body_read_timeout,
@@ -265,7 +278,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let inner = &state.0;
     let webhooks = Router::new()
         .route("/webhook", post(webhook))
-        .route("/sns", post(sns))
+        .route("/sns", post(sns::sns))
         .route_layer(middleware::from_fn_with_state(inner.webhooks.clone(), server::admit));
     let reads = Router::new()
         .route("/api/sns/notifications", get(sns_notifications))
@@ -423,7 +436,7 @@ enum BodyError {
 /// (by its declared length before reading anything, or while reading), after
 /// reading and discarding up to [`DRAIN_BYTES`] more in the time left; 408
 /// when the client is too slow. Either way the connection is then closed.
-async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -647,118 +660,6 @@ async fn hello(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     })))
 }
 
-/// A message SNS POSTs to an HTTP subscription (sent as text/plain JSON).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SnsMessage {
-    pub r#type: String,
-    pub message_id: String,
-    pub topic_arn: String,
-    #[serde(default)]
-    pub subject: Option<String>,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub timestamp: String,
-    #[serde(default)]
-    pub token: Option<String>,
-    #[serde(default)]
-    pub message_attributes: std::collections::HashMap<String, SnsAttribute>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SnsAttribute {
-    #[serde(rename = "Value")]
-    pub value: String,
-}
-
-/// The body of a `POST /sns`, as the handler reads it (pure: the fuzz target
-/// `sns_message` drives it).
-pub fn parse_sns_message(body: &[u8]) -> Result<SnsMessage, serde_json::Error> {
-    // serde's derive also reads a struct from a JSON array, field by field in
-    // order; SNS posts an object, so an array is not a message.
-    if body.trim_ascii_start().first() == Some(&b'[') {
-        return Err(serde::de::Error::invalid_type(serde::de::Unexpected::Seq, &"an SNS message object"));
-    }
-    serde_json::from_slice(body)
-}
-
-/// The topic's name: the last `:`-separated part of its ARN.
-pub fn sns_topic_name(topic_arn: &str) -> &str {
-    topic_arn.rsplit(':').next().unwrap_or_default()
-}
-
-/// When SNS published the message, if its `Timestamp` is an RFC 3339 time.
-pub fn sns_published_at(timestamp: &str) -> Option<prost_types::Timestamp> {
-    humantime::parse_rfc3339_weak(timestamp).ok().map(Into::into)
-}
-
-/// The SNS HTTP subscription endpoint: confirms subscriptions to our topics,
-/// hands notifications (and their trace context) to the event service, and
-/// rejects everything else with 400.
-async fn sns(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, AppError> {
-    let body = read_body(&headers, body, state.0.max_body_bytes, state.0.body_read_timeout).await?;
-    let message = parse_sns_message(&body)
-        .map_err(|e| AppError::bad_request("invalid_sns_message", format!("not an SNS message: {e}")))?;
-    if let Some(declared) = headers.get("x-amz-sns-message-type")
-        && declared.as_bytes() != message.r#type.as_bytes()
-    {
-        return Err(AppError::bad_request(
-            "invalid_sns_message",
-            "x-amz-sns-message-type does not match Type",
-        ));
-    }
-    let topic = sns_topic_name(&message.topic_arn);
-    if !state.0.sns_topics.iter().any(|t| t == topic) {
-        return Err(AppError::bad_request(
-            "unknown_topic",
-            format!("TopicArn {} is not a subscribed topic", quoted(&message.topic_arn)),
-        ));
-    }
-    match message.r#type.as_str() {
-        "SubscriptionConfirmation" => {
-            let token = message.token.filter(|t| !t.is_empty()).ok_or_else(|| {
-                AppError::bad_request("invalid_sns_message", "SubscriptionConfirmation without Token")
-            })?;
-            let request = ConfirmSnsSubscriptionRequest { topic_arn: message.topic_arn, token };
-            state
-                .0
-                .notifier
-                .clone()
-                .confirm_sns_subscription(grpc::with_deadline(request, state.0.timeout))
-                .await
-                .map_err(|s| AppError::from_grpc("the notifier service", &s))?;
-            Ok(Json(json!({"status": "confirmed"})))
-        }
-        "Notification" => {
-            let published_at = sns_published_at(&message.timestamp);
-            let attributes: std::collections::HashMap<String, String> =
-                message.message_attributes.into_iter().map(|(k, a)| (k, a.value)).collect();
-            // SNS carries no HTTP trace context: the message attributes do.
-            let span = process_span("aws_sns", topic, &message.message_id, &attributes);
-            let request = RecordSnsNotificationRequest {
-                message_id: message.message_id,
-                topic_arn: message.topic_arn,
-                subject: message.subject.unwrap_or_default(),
-                message: message.message,
-                attributes,
-                published_at,
-            };
-            state
-                .0
-                .event
-                .clone()
-                .record_sns_notification(grpc::with_deadline(request, state.0.timeout))
-                .instrument(span)
-                .await
-                .map_err(|s| AppError::from_grpc("the event service", &s))?;
-            Ok(Json(json!({"status": "recorded"})))
-        }
-        "UnsubscribeConfirmation" => Ok(Json(json!({"status": "ignored"}))),
-        other => Err(AppError::bad_request("invalid_sns_message", format!("unknown Type {}", quoted(other)))),
-    }
-}
-
 /// The SNS notifications the event service received lately, newest first.
 async fn sns_notifications(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let list = state
@@ -826,24 +727,4 @@ pub async fn serve(
         tokio::spawn(async move { axum::serve(admin, router).await });
     }
     server::serve(listener, app(state, args.limits.request_timeout), &args.limits, shutdown).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_sns_message_is_an_object_not_an_array() {
-        let object = br#"{"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:0:ticket-events"}"#;
-        let message = parse_sns_message(object).unwrap();
-        assert_eq!(
-            (message.r#type.as_str(), sns_topic_name(&message.topic_arn)),
-            ("Notification", "ticket-events")
-        );
-        // Found by the sns_message fuzz target's invariant: serde read this
-        // array as the same message, by position.
-        let array = br#" ["Notification", "m-1", "arn:aws:sns:us-east-1:0:ticket-events"]"#;
-        let error = parse_sns_message(array).unwrap_err().to_string();
-        assert_eq!(error, "invalid type: sequence, expected an SNS message object");
-    }
 }

@@ -335,6 +335,13 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, Rig, Listener) {
     (turn, rig, listener)
 }
 
+/// A metric's value, or 0 while the process has not created it yet.
+async fn metric_or_zero(url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0.0, |v| v.parse().unwrap())
+}
+
 async fn metric(url: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
     let prefix = format!("{name} ");
@@ -586,5 +593,92 @@ async fn sse_clients_come_and_go_without_leaks() {
         after.2 <= before.2 + 8 && after.3 <= before.3 + 8,
         "file descriptors grew: {before:?} → {after:?}"
     );
+    rig.stop(listener).await;
+}
+
+/// Ten dashboards open `/events` and stop reading (a 4 KiB receive buffer),
+/// then 8 MB of ticket events go through (40 deliveries with 200 KB
+/// titles). Each stalled client is cut off; the gateway and the notifier
+/// stay far under their 128 Mi pod limit (the notifier used to buffer every
+/// undelivered message: 80 MB here); the relay publishes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_dashboards_leave_memory_bounded_and_the_relay_publishing() {
+    let (_turn, rig, listener) = setup().await;
+    let notifier_admin = format!("http://{}", rig.env["app-notifier"][1].1);
+    let peak_mib = |proc: &Proc| -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", proc.pid())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib / 1024.0
+    };
+    let host = rig.base.trim_start_matches("http://").to_owned();
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(host.parse().unwrap()).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /events HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric_or_zero(&rig.base, "sse_clients").await < 10.0
+        || metric_or_zero(&notifier_admin, "notifier_subscribers").await < 10.0
+    {
+        assert!(Instant::now() < deadline, "the ten streams did not open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let client = reqwest::Client::new();
+    let title = "z".repeat(200 * 1024);
+    for i in 0..40 {
+        let body = delivery("ticket_created", &format!("HEAVY{i:02}"), "Concert", "20.00", "")
+            .replace("Open-source concert night", &title);
+        let answer = client
+            .post(format!("{}/webhook", rig.base))
+            .header("content-type", "application/json")
+            .header("petzi-signature", sign(body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let backlog = metric(&rig.storage_admin, "outbox_backlog").await;
+        let cut = metric_or_zero(&rig.base, "sse_streams_refused_total{reason=\"too_far_behind\"}").await;
+        // A cut-off client's subscription ends at once; its connection, with
+        // the final event unread, when the client leaves or WRITE_TIMEOUT passes.
+        let subscribers = metric(&notifier_admin, "notifier_subscribers").await;
+        if backlog == 0.0 && cut == 10.0 && subscribers == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 30 s: outbox backlog {backlog}, cut off {cut} of 10, notifier subscribers {subscribers}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (gateway, notifier) = (peak_mib(&rig.procs["app-gateway"]), peak_mib(&rig.procs["app-notifier"]));
+    eprintln!("peak RSS: gateway {gateway:.1} MiB, notifier {notifier:.1} MiB");
+    assert!(
+        gateway < 64.0 && notifier < 64.0,
+        "peak RSS: gateway {gateway:.1} MiB, notifier {notifier:.1} MiB"
+    );
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&rig.base, "sse_clients").await != 0.0 {
+        assert!(Instant::now() < deadline, "the cut-off streams outlived their clients");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     rig.stop(listener).await;
 }

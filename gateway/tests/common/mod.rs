@@ -145,6 +145,8 @@ pub struct Options {
     pub sns: Option<String>,
     /// The gateway's server limits (default: the flags' defaults).
     pub limits: Option<app_gateway::server::Limits>,
+    /// Where SNS delivers (default: this stack's own POST /sns), e.g. a test's recorder in front of it.
+    pub sns_subscribe_url: Option<String>,
     /// The gateway's webhook secrets (default: [`SECRET`] alone).
     pub secrets: Option<Vec<String>>,
 }
@@ -195,8 +197,10 @@ impl Stack {
             amqp_url,
             amqp_exchange: amqp_exchange.unwrap_or_else(|| "ticketmesh.events".into()),
             publish_timeout: Duration::from_secs(2),
-            sns_subscribe_url: options.sns.as_ref().map(|_| format!("http://{http_addr}/sns")),
-            sns_endpoint_url: options.sns,
+            sns_subscribe_url: options.sns.as_ref().map(|_| {
+                options.sns_subscribe_url.clone().unwrap_or_else(|| format!("http://{http_addr}/sns"))
+            }),
+            sns_endpoint_url: options.sns.clone(),
             fault: fault(2),
         };
         let gateway = app_gateway::Args {
@@ -208,6 +212,7 @@ impl Stack {
             allow_demo_secret: false,
             limits: options.limits.unwrap_or_default(),
             sns_topics: vec!["hello-world-topic".into(), "ticket-events".into()],
+            sns_cert_origins: options.sns.iter().cloned().collect(),
             signature_tolerance: Duration::from_secs(30),
             max_body_bytes: 256 * 1024,
             grpc_timeout: timeout,

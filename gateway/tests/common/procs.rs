@@ -340,6 +340,9 @@ impl Procs {
             ("NOTIFIER_URL", notifier_url),
             ("WEBHOOK_SECRET", super::SECRET.to_owned()),
         ]);
+        if let Some(endpoint) = &setup.sns {
+            env.push(("SNS_CERT_ORIGINS", endpoint.clone()));
+        }
         let gateway = Proc::start("app-gateway", &env).await;
         let procs = Self { storage, notifier, event, gateway, base: format!("http://{http}") };
         procs.ready().await;

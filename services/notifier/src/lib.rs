@@ -10,8 +10,8 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use clap::Parser;
 use ticketmesh_proto::v1::{
-    ConfirmSnsSubscriptionRequest, ConfirmSnsSubscriptionResponse, Destination, Notification, PublishRequest,
-    PublishResponse, PublishResult, SubscribeRequest,
+    ConfirmSnsSubscriptionRequest, ConfirmSnsSubscriptionResponse, Destination, ListSnsTopicsRequest,
+    ListSnsTopicsResponse, Notification, PublishRequest, PublishResponse, PublishResult, SubscribeRequest,
     notifier_service_server::{NotifierService, NotifierServiceServer},
 };
 use ticketmesh_runtime::{
@@ -226,6 +226,17 @@ impl NotifierService for Notifier {
         })?;
         tracing::info!(topic_arn = %r.topic_arn, %subscription_arn, "SNS subscription confirmed");
         Ok(Response::new(ConfirmSnsSubscriptionResponse { subscription_arn }))
+    }
+
+    async fn list_sns_topics(
+        &self,
+        _: Request<ListSnsTopicsRequest>,
+    ) -> Result<Response<ListSnsTopicsResponse>, Status> {
+        let topic_arns = match &self.sns {
+            Some(sns) => sns.topic_arns().await,
+            None => Vec::new(),
+        };
+        Ok(Response::new(ListSnsTopicsResponse { topic_arns }))
     }
 }
 

@@ -182,11 +182,16 @@ impl Sns {
         Ok(sent.message_id().unwrap_or_default().to_owned())
     }
 
-    /// Confirms a subscription to one of this notifier's own topics (by
-    /// name; SNS itself checks that the token belongs to that ARN).
+    /// The ARNs of the topics created so far.
+    pub async fn topic_arns(&self) -> Vec<String> {
+        self.arns.read().await.values().cloned().collect()
+    }
+
+    /// Confirms a subscription to one of this notifier's own topics (by its
+    /// exact ARN: a topic of the same name in another account is not ours;
+    /// SNS itself checks that the token belongs to that ARN).
     pub async fn confirm(&self, topic_arn: &str, token: &str) -> Result<String, SnsError> {
-        let name = topic_arn.rsplit(':').next().unwrap_or_default();
-        if !TOPICS.contains(&name) {
+        if !self.arns.read().await.values().any(|arn| arn == topic_arn) {
             return Err(SnsError::UnknownTopic(topic_arn.into()));
         }
         let confirmed = self
