@@ -335,6 +335,14 @@ async fn setup() -> (tokio::sync::MutexGuard<'static, ()>, Rig, Listener) {
     (turn, rig, listener)
 }
 
+/// A `/proc/<pid>/status` field in KiB, e.g. VmRSS (resident now) or VmHWM (the peak).
+fn status_kib(proc: &Proc, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proc.pid())).unwrap();
+    let prefix = format!("{field}:");
+    let value = status.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap();
+    value.trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
 /// A metric's value, or 0 while the process has not created it yet.
 async fn metric_or_zero(url: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
@@ -521,18 +529,7 @@ async fn sigterm_to_the_gateway_under_load_finishes_what_it_took() {
 async fn sse_clients_come_and_go_without_leaks() {
     let (_turn, rig, listener) = setup().await;
     let notifier_admin = format!("http://{}", rig.env["app-notifier"][1].1);
-    let rss_kib = |proc: &Proc| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", proc.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let rss_kib = |proc: &Proc| status_kib(proc, "VmRSS");
     let fds = |proc: &Proc| std::fs::read_dir(format!("/proc/{}/fd", proc.pid())).unwrap().count();
     let open = || async {
         (metric(&rig.base, "sse_clients").await, metric(&notifier_admin, "notifier_subscribers").await)
@@ -605,19 +602,7 @@ async fn sse_clients_come_and_go_without_leaks() {
 async fn stalled_dashboards_leave_memory_bounded_and_the_relay_publishing() {
     let (_turn, rig, listener) = setup().await;
     let notifier_admin = format!("http://{}", rig.env["app-notifier"][1].1);
-    let peak_mib = |proc: &Proc| -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", proc.pid())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kib / 1024.0
-    };
+    let peak_mib = |proc: &Proc| status_kib(proc, "VmHWM") as f64 / 1024.0;
     let host = rig.base.trim_start_matches("http://").to_owned();
     let mut stalled = Vec::new();
     for _ in 0..10 {
