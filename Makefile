@@ -7,7 +7,7 @@ TOOLS := .venv-tools
 	images images-multiarch kind-up kind-down dashboard logs status fuzz
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: ## Build and start all four services locally (embedded SQLite unless DATABASE_URL/REDIS_URL are set)
 	@scripts/run.sh

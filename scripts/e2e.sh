@@ -59,8 +59,10 @@ check "wrong secret rejected with 401" bash -c "WEBHOOK_SECRET=wrong scripts/sen
 check "outbox relayed through the notifier (in-process bus)" bash -c "for _ in \$(seq 1 50); do [ \"\$(psql '$base/$db' -tAc 'SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL')\" = 0 ] && exit 0; sleep 0.2; done; exit 1"
 check "stored exactly once in PostgreSQL" bash -c "[ \"\$(psql '$base/$db' -tAc \"SELECT COUNT(*) FROM events WHERE ticket_number = '$number'\")\" = 1 ]"
 
-for port in 25051 25052 25053; do
-  check "grpcurl list on :$port (reflection v1alpha)" bash -c "'$GRPCURL' -plaintext 127.0.0.1:$port list | grep -q '^ticketmesh.v1.StorageService$'"
+for served in 25051:EventService 25052:NotifierService 25053:StorageService; do
+  port=${served%%:*} service=ticketmesh.v1.${served#*:}
+  check "grpcurl list on :$port lists $service and no other ticketmesh service (reflection v1alpha)" \
+    bash -c "'$GRPCURL' -plaintext 127.0.0.1:$port list > '$work/list' && grep -q '^$service\$' '$work/list' && [ \"\$(grep -c '^ticketmesh' '$work/list')\" = 1 ]"
   check "grpcurl describe on :$port" bash -c "'$GRPCURL' -plaintext 127.0.0.1:$port describe ticketmesh.v1.TicketEvent | grep -q delivery_id"
   check "grpcurl health check on :$port" bash -c "'$GRPCURL' -plaintext 127.0.0.1:$port grpc.health.v1.Health/Check | grep -q SERVING"
 done

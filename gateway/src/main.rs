@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     if let Some(admin) = &admin {
-        tracing::info!(admin = %admin.local_addr()?, "admin listening (/faults, /metrics)");
+        tracing::info!(admin = %admin.local_addr()?, "admin listening (/faults, /metrics, /health, /ready)");
     }
     let served = app_gateway::serve(args, listener, admin, ticketmesh_runtime::shutdown::signal()).await;
     telemetry.shutdown();

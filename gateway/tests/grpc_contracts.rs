@@ -104,19 +104,28 @@ async fn every_server_answers_health_and_both_reflection_versions() {
                 .status;
             assert_eq!(status, 1, "{url}: {own} SERVING");
         }
-        for services in [list_v1(channel.clone()).await, list_v1alpha(channel.clone()).await] {
-            for expected in [
+        // Each lists exactly what it serves: its own service, health, reflection.
+        for mut services in [list_v1(channel.clone()).await, list_v1alpha(channel.clone()).await] {
+            services.sort();
+            let mut expected = vec![
                 "grpc.health.v1.Health",
-                "ticketmesh.v1.EventService",
-                "ticketmesh.v1.StorageService",
-                "ticketmesh.v1.NotifierService",
-            ] {
-                assert!(services.iter().any(|s| s == expected), "{url} lists {expected}: {services:?}");
-            }
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+                own.unwrap(),
+            ];
+            expected.sort_unstable();
+            assert_eq!(services, expected, "{url}");
         }
         assert!(describes(channel.clone(), "ticketmesh.v1.StorageService").await, "{url}");
         assert!(describes(channel.clone(), "grpc.health.v1.Health").await, "{url}");
         assert!(describes(channel, "ticketmesh.v1.TicketEvent").await, "{url}");
+    }
+    // Every admin port, the gateway's included, answers /health and /ready.
+    for admin in [&stack.gateway_admin, &stack.event_admin, &stack.storage_admin, &stack.notifier_admin] {
+        for path in ["/health", "/ready"] {
+            let status = reqwest::get(format!("{admin}{path}")).await.unwrap().status();
+            assert_eq!(status, 200, "{admin}{path}");
+        }
     }
     stack.stop().await;
     backend.drop_database().await;

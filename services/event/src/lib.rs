@@ -17,7 +17,7 @@ use ticketmesh_proto::v1::{
     Destination, EventType, HelloRequest, HelloResponse, IngestWebhookRequest, IngestWebhookResponse,
     ListSnsNotificationsRequest, ListSnsNotificationsResponse, PublishRequest, RecordSnsNotificationRequest,
     RecordSnsNotificationResponse, SaveEventRequest, SnsNotification, Ticket, TicketEvent,
-    event_service_server::{EventService, EventServiceServer},
+    event_service_server::{self, EventService, EventServiceServer},
     notifier_service_client::NotifierServiceClient,
     storage_service_client::StorageServiceClient,
 };
@@ -32,7 +32,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// The error domain in `google.rpc.ErrorInfo` details.
-pub const ERROR_DOMAIN: &str = "ticketmesh.v1.EventService";
+pub const ERROR_DOMAIN: &str = ticketmesh_proto::v1::event_service_server::SERVICE_NAME;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "app-event", version, about = "ticketmesh event service (gRPC)", after_help = ticketmesh_runtime::environment_help!())]
@@ -345,14 +345,14 @@ pub async fn serve(
     };
     let faults = Faults::from_spec(
         "app-event",
-        Targets::grpc(&["ticketmesh.v1.EventService"], &[]),
+        Targets::grpc(&[event_service_server::SERVICE_NAME], &[]),
         &args.fault.faults,
     )?;
-    let server = GrpcServer::new(&["ticketmesh.v1.EventService"]).await?.with_faults(faults);
+    let server = GrpcServer::new(&[event_service_server::SERVICE_NAME]).await?.with_faults(faults);
     let storage_channel = grpc::channel(&args.storage_url, Duration::from_secs(1))?;
     tokio::spawn(grpc::follow_dependency(
         storage_channel,
-        "ticketmesh.v1.StorageService",
+        ticketmesh_proto::v1::storage_service_server::SERVICE_NAME,
         server.health(),
         server.stopping(),
     ));

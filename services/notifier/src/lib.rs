@@ -31,7 +31,7 @@ use crate::{
     sns::{Sns, SnsError},
 };
 
-pub const SERVICE: &str = "ticketmesh.v1.NotifierService";
+pub const SERVICE: &str = ticketmesh_proto::v1::notifier_service_server::SERVICE_NAME;
 
 #[derive(Debug, Clone, Parser)]
 #[command(

@@ -78,10 +78,20 @@ impl GrpcServer {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
+        // Every descriptor is there to describe (messages are shared), but
+        // only what this server serves is listed.
         let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(ticketmesh_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            let listed = services.iter().copied().chain([
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ]);
+            listed.fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(ticketmesh_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                |builder, name| builder.with_service_name(name),
+            )
         };
         routes.add_service(reflection().build_v1()?);
         routes.add_service(reflection().build_v1alpha()?);

@@ -16,7 +16,7 @@ use ticketmesh_proto::v1::{
     AckOutboxRequest, AckOutboxResponse, FetchOutboxRequest, FetchOutboxResponse, GetStatsRequest,
     GetTicketRequest, ListTicketsRequest, ListTicketsResponse, SaveEventRequest, SaveEventResponse, Stats,
     StoredTicket,
-    storage_service_server::{StorageService, StorageServiceServer},
+    storage_service_server::{self, StorageService, StorageServiceServer},
 };
 use ticketmesh_runtime::{
     Faults,
@@ -280,7 +280,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let faults = Faults::from_spec(
         "app-storage",
-        Targets::grpc(&["ticketmesh.v1.StorageService"], &["db"]),
+        Targets::grpc(&[storage_service_server::SERVICE_NAME], &["db"]),
         &args.fault.faults,
     )?;
     let db = Database::connect_lazy(&args.database_url, args.database_timeout)?.with_faults(faults.clone());
@@ -289,7 +289,7 @@ pub async fn serve(
         .as_deref()
         .map(|url| Cache::new(url, &args.cache_prefix, args.cache_ttl, args.cache_timeout))
         .transpose()?;
-    let server = GrpcServer::new(&["ticketmesh.v1.StorageService"]).await?.with_faults(faults);
+    let server = GrpcServer::new(&[storage_service_server::SERVICE_NAME]).await?.with_faults(faults);
     let health = server.health();
     let stats = StatsMemo::default();
     let writer = Writer::start(

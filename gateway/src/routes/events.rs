@@ -26,7 +26,11 @@ use ticketmesh_runtime::metrics;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
-use crate::{AppState, error::AppError, render};
+use crate::{
+    error::AppError,
+    render,
+    state::{AppState, answer},
+};
 
 static SSE_CLIENTS: LazyLock<IntGauge> =
     LazyLock::new(|| metrics::gauge("sse_clients", "Clients connected to GET /events"));
@@ -81,13 +85,7 @@ pub async fn events(State(state): State<AppState>) -> Result<Response, AppError>
         )
     })?;
     let request = SubscribeRequest { routing_keys: vec!["ticket.*".into()] };
-    let mut notifications = inner
-        .notifier
-        .clone()
-        .subscribe(request)
-        .await
-        .map_err(|s| AppError::from_grpc("the notifier service", &s))?
-        .into_inner();
+    let mut notifications = answer("the notifier service", inner.notifier.clone().subscribe(request).await)?;
     let (buffer, buffer_bytes) = (inner.sse.buffer, inner.sse.buffer_bytes);
     // One slot more than the buffer: the cut-off notice always fits.
     let (tx, rx) = mpsc::channel(buffer + 1);
@@ -142,7 +140,7 @@ pub async fn events(State(state): State<AppState>) -> Result<Response, AppError>
 /// payload that does not decode is sent as a comment rather than dropped
 /// silently.
 fn event(n: &Notification) -> sse::Event {
-    let span = crate::process_span("rabbitmq", "ticketmesh.events", &n.message_id, &n.headers);
+    let span = super::process_span("rabbitmq", "ticketmesh.events", &n.message_id, &n.headers);
     let _entered = span.enter();
     let Ok(event) = TicketEvent::decode(n.payload.as_slice()) else {
         return sse::Event::default().comment(format!("undecodable message {}", n.message_id));

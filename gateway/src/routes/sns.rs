@@ -36,7 +36,12 @@ use ticketmesh_runtime::{
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::{AppState, error::AppError, process_span, read_body};
+use super::process_span;
+use crate::{
+    body::read_body,
+    error::AppError,
+    state::{AppState, answer},
+};
 
 /// A message SNS POSTs to an HTTP subscription (sent as text/plain JSON).
 #[derive(Debug, Deserialize)]
@@ -319,13 +324,13 @@ impl Topics {
         if known.1.contains(arn) || known.0.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
             return Ok(known.1.contains(arn));
         }
-        let list = self
-            .notifier
-            .clone()
-            .list_sns_topics(grpc::with_deadline(ListSnsTopicsRequest {}, self.timeout))
-            .await
-            .map_err(|s| AppError::from_grpc("the notifier service", &s))?
-            .into_inner();
+        let list = answer(
+            "the notifier service",
+            self.notifier
+                .clone()
+                .list_sns_topics(grpc::with_deadline(ListSnsTopicsRequest {}, self.timeout))
+                .await,
+        )?;
         *known = (Some(Instant::now()), list.topic_arns.into_iter().collect());
         Ok(known.1.contains(arn))
     }
@@ -401,12 +406,14 @@ pub async fn sns(
                 AppError::bad_request("invalid_sns_message", "SubscriptionConfirmation without Token")
             })?;
             let request = ConfirmSnsSubscriptionRequest { topic_arn: message.topic_arn, token };
-            inner
-                .notifier
-                .clone()
-                .confirm_sns_subscription(grpc::with_deadline(request, inner.timeout))
-                .await
-                .map_err(|s| AppError::from_grpc("the notifier service", &s))?;
+            answer(
+                "the notifier service",
+                inner
+                    .notifier
+                    .clone()
+                    .confirm_sns_subscription(grpc::with_deadline(request, inner.timeout))
+                    .await,
+            )?;
             Ok(Json(json!({"status": "confirmed"})))
         }
         "Notification" => {
@@ -423,13 +430,15 @@ pub async fn sns(
                 attributes,
                 published_at,
             };
-            inner
-                .event
-                .clone()
-                .record_sns_notification(grpc::with_deadline(request, inner.timeout))
-                .instrument(span)
-                .await
-                .map_err(|s| AppError::from_grpc("the event service", &s))?;
+            answer(
+                "the event service",
+                inner
+                    .event
+                    .clone()
+                    .record_sns_notification(grpc::with_deadline(request, inner.timeout))
+                    .instrument(span)
+                    .await,
+            )?;
             Ok(Json(json!({"status": "recorded"})))
         }
         _ => Ok(Json(json!({"status": "ignored"}))),
@@ -443,9 +452,9 @@ mod tests {
 
     /// Two deliveries LocalStack signed (SignatureVersion 1 and 2), with the
     /// certificate it signed them with.
-    const CERTIFICATE: &str = include_str!("../tests/data/sns/localstack-cert.pem");
-    const CONFIRMATION_V1: &str = include_str!("../tests/data/sns/subscription-confirmation-v1.json");
-    const NOTIFICATION_V2: &str = include_str!("../tests/data/sns/notification-v2.json");
+    const CERTIFICATE: &str = include_str!("../../tests/data/sns/localstack-cert.pem");
+    const CONFIRMATION_V1: &str = include_str!("../../tests/data/sns/subscription-confirmation-v1.json");
+    const NOTIFICATION_V2: &str = include_str!("../../tests/data/sns/notification-v2.json");
 
     fn message(text: &str) -> SnsMessage {
         parse_sns_message(text.as_bytes()).unwrap()
