@@ -21,10 +21,17 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-# Dependencies alone, in their own cached layer.
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+# Dependencies alone, in their own cached layer. BuildKit cache mounts keep
+# the crate registry and the target directory between builds too, so a source
+# change recompiles only the workspace's own crates (the binaries are copied
+# out of the mounted target in the same step).
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked \
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked \
       --bin app-gateway --bin app-event --bin app-notifier --bin app-storage --bin app-simulator \
  && mkdir /out \
  && cp target/release/app-gateway target/release/app-event target/release/app-notifier \

@@ -97,10 +97,13 @@ build() {
   for bin in "${BINARIES[@]}"; do
     i=$((i + 1))
     echo "  [$i/${#BINARIES[@]}] docker build $bin (the first build compiles everything: several minutes)"
+    # Compared by their layers' content digests, not the image ID: with
+    # Docker's containerd image store the ID is the index digest, which the
+    # provenance attestation changes on every build even when nothing else did.
     local before after
-    before=$(docker image inspect --format '{{.Id}}' "ticketmesh/$bin:$TAG" 2>/dev/null || true)
+    before=$(docker image inspect --format '{{json .RootFS.Layers}}' "ticketmesh/$bin:$TAG" 2>/dev/null || true)
     docker build --build-arg "BIN=$bin" -t "ticketmesh/$bin:$TAG" .
-    after=$(docker image inspect --format '{{.Id}}' "ticketmesh/$bin:$TAG")
+    after=$(docker image inspect --format '{{json .RootFS.Layers}}' "ticketmesh/$bin:$TAG")
     [ "$before" = "$after" ] || echo "$bin" >>"$STATE/changed"
   done
 }
@@ -128,7 +131,11 @@ gateway_api() {
 install_linkerd() {
   step "Linkerd $LINKERD_VERSION (CRDs, control plane with proxy tracing)"
   if k get namespace linkerd >/dev/null 2>&1; then
-    echo "  installed"
+    # Installed: upgrade to the pinned version and values (a no-op when they
+    # have not changed), so a changed versions.env or values file applies.
+    echo "  installed; applying the pinned version and values (linkerd upgrade)"
+    l upgrade --crds | k apply -f -
+    l upgrade --values mesh/linkerd/control-plane.yaml | k apply -f -
   else
     l check --pre
     l install --crds | k apply -f -
@@ -136,11 +143,8 @@ install_linkerd() {
   fi
   l check --wait 5m
   step "Linkerd viz"
-  if k get namespace linkerd-viz >/dev/null 2>&1; then
-    echo "  installed"
-  else
-    l viz install | k apply -f -
-  fi
+  # `viz install` renders the pinned CLI's version: applied again, it upgrades.
+  l viz install | k apply -f -
   l viz check --wait 5m
 }
 
