@@ -19,11 +19,16 @@ use tokio::{
     net::TcpStream,
 };
 
-async fn start(limits: Limits, faults: [&'static str; 4]) -> (Backend, Stack) {
+/// A stack on its own SQLite database, ready.
+async fn start(options: Options) -> (Backend, Stack) {
     let backend = Backend::sqlite();
-    let options = Options { limits: Some(limits), faults, ..Options::default() };
     let stack = Stack::start_with(&backend, options).await.ready().await;
     (backend, stack)
+}
+
+/// A stack with these server limits.
+async fn limited(limits: Limits) -> (Backend, Stack) {
+    start(Options { limits: Some(limits), ..Options::default() }).await
 }
 
 async fn finish(backend: Backend, stack: Stack) {
@@ -60,7 +65,7 @@ async fn metric(client: &reqwest::Client, stack: &Stack, line: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_heads_and_idle_keep_alive_connections_are_closed() {
     let limits = Limits { header_read_timeout: Duration::from_millis(300), ..Limits::default() };
-    let (backend, stack) = start(limits, [""; 4]).await;
+    let (backend, stack) = limited(limits).await;
 
     // Slowloris: half a head, then nothing.
     let mut slow = TcpStream::connect(addr(&stack)).await.unwrap();
@@ -88,7 +93,7 @@ async fn half_sent_heads_and_idle_keep_alive_connections_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_gets_408_and_a_stale_signature_is_refused_before_the_body() {
     let limits = Limits { body_read_timeout: Duration::from_millis(300), ..Limits::default() };
-    let (backend, stack) = start(limits, [""; 4]).await;
+    let (backend, stack) = limited(limits).await;
     let head = |t: i64| {
         format!(
             "POST /webhook HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
@@ -117,14 +122,13 @@ async fn a_slow_body_gets_408_and_a_stale_signature_is_refused_before_the_body()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_gets_504_but_the_live_stream_stays() {
     let limits = Limits { request_timeout: Duration::from_millis(400), ..Limits::default() };
-    let backend = Backend::sqlite();
-    let options = Options {
+    let (backend, stack) = start(Options {
         limits: Some(limits),
         faults: ["StorageService/GetStats=delay:3s", "", "", ""],
         read_timeout: Some(Duration::from_secs(10)),
         ..Options::default()
-    };
-    let stack = Stack::start_with(&backend, options).await.ready().await;
+    })
+    .await;
     let client = reqwest::Client::new();
     let started = Instant::now();
     let stats = get(&client, stack.url("/api/stats")).await;
@@ -142,7 +146,7 @@ async fn a_request_past_its_deadline_gets_504_but_the_live_stream_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_at_once() {
     let limits = Limits { max_connections: 3, ..Limits::default() };
-    let (backend, stack) = start(limits, [""; 4]).await;
+    let (backend, stack) = limited(limits).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut socket = TcpStream::connect(addr(&stack)).await.unwrap();
@@ -178,7 +182,7 @@ async fn connections_past_the_cap_are_closed_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_written_in_full_before_reading_gets_its_413() {
-    let (backend, stack) = start(Limits::default(), [""; 4]).await;
+    let (backend, stack) = limited(Limits::default()).await;
     for chunked in [false, true] {
         let body = vec![b'x'; 2 * 1024 * 1024];
         let length = if chunked {
@@ -215,14 +219,14 @@ async fn an_oversized_body_written_in_full_before_reading_gets_its_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_capacity_requests_are_refused_at_once_with_retry_after() {
     let limits = Limits { webhook_concurrency: 2, read_concurrency: 1, ..Limits::default() };
-    let backend = Backend::sqlite();
-    let options = Options {
+    let (backend, stack) = start(Options {
         limits: Some(limits),
         faults: ["StorageService/SaveEvent=delay:1s; StorageService/GetStats=delay:1s", "", "", ""],
         read_timeout: Some(Duration::from_secs(5)),
         ..Options::default()
-    };
-    let stack = Arc::new(Stack::start_with(&backend, options).await.ready().await);
+    })
+    .await;
+    let stack = Arc::new(stack);
     let client = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..10 {
@@ -266,7 +270,7 @@ async fn past_capacity_requests_are_refused_at_once_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_stream_refuses_clients_past_its_cap() {
     let limits = Limits { max_sse_clients: 2, ..Limits::default() };
-    let (backend, stack) = start(limits, [""; 4]).await;
+    let (backend, stack) = limited(limits).await;
     let client = reqwest::Client::new();
     let first = client.get(stack.url("/events")).send().await.unwrap();
     let second = client.get(stack.url("/events")).send().await.unwrap();
@@ -292,7 +296,7 @@ async fn the_live_stream_refuses_clients_past_its_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
     let limits = Limits { sse_buffer: 4, ..Limits::default() };
-    let (backend, stack) = start(limits, [""; 4]).await;
+    let (backend, stack) = limited(limits).await;
     let client = reqwest::Client::new();
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -353,7 +357,7 @@ async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_methods_and_paths_add_no_metric_series() {
-    let (backend, stack) = start(Limits::default(), [""; 4]).await;
+    let (backend, stack) = limited(Limits::default()).await;
     let client = reqwest::Client::new();
     let series = |text: String| text.lines().filter(|l| l.starts_with("http_request")).count();
     let send = |method: String, path: String| {
@@ -433,7 +437,7 @@ const FORMAT_FIELDS: &[&[&str]] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_or_a_70_kb_bad_value_in_any_field_gets_a_short_400_naming_it() {
-    let (backend, stack) = start(Limits::default(), [""; 4]).await;
+    let (backend, stack) = limited(Limits::default()).await;
     let client = reqwest::Client::new();
     let long = "7".repeat(70 * 1024);
     let with_nul = format!("{}\u{0}{}", &long[..100], &long[100..]);
@@ -557,9 +561,8 @@ async fn the_writer_isolates_an_event_the_database_refuses() {
 async fn a_rotation_accepts_either_secret_and_any_matching_tag() {
     let old = "old-secret-0123456789abcdef01234";
     let new = "new-secret-0123456789abcdef01234";
-    let backend = Backend::sqlite();
-    let options = Options { secrets: Some(vec![old.into(), new.into()]), ..Options::default() };
-    let stack = Stack::start_with(&backend, options).await.ready().await;
+    let (backend, stack) =
+        start(Options { secrets: Some(vec![old.into(), new.into()]), ..Options::default() }).await;
     let client = reqwest::Client::new();
     let send = |number: &str, header: &dyn Fn(&[u8]) -> String| {
         let body = delivery("ticket_created", number, "Concert", "10.00", "");

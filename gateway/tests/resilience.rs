@@ -596,7 +596,8 @@ async fn sse_clients_come_and_go_without_leaks() {
 /// Ten dashboards open `/events` and stop reading (a 4 KiB receive buffer),
 /// then 8 MB of ticket events go through (40 deliveries with 200 KB
 /// titles). Each stalled client is cut off; the gateway and the notifier
-/// stay far under their 128 Mi pod limit (the notifier used to buffer every
+/// stay under 64 MiB, half their 128 Mi pod limit (a consumer with no
+/// prefetch bound, fed by a stream nobody reads, would hold every
 /// undelivered message: 80 MB here); the relay publishes everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_dashboards_leave_memory_bounded_and_the_relay_publishing() {

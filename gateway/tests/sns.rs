@@ -104,12 +104,21 @@ async fn bad_or_unsigned_sns_input_is_refused_and_nothing_is_recorded() {
         ),
         ("{\"Type\": \"Notification\", ".to_owned(), 400, "invalid_sns_message"),
         (json!({"Type": "Notification"}).to_string(), 400, "invalid_sns_message"),
+        // serde's error quotes a value of the wrong type: never at length.
+        (
+            json!({"Type": "Notification", "MessageId": "m-1", "TopicArn": ours, "MessageAttributes": "a".repeat(70_000)})
+                .to_string(),
+            400,
+            "invalid_sns_message",
+        ),
         // Well formed, of a topic with our name, but signed by nobody.
         (message("Notification", ours), 403, "untrusted_signing_cert"),
         (message("SubscriptionConfirmation", ours), 403, "untrusted_signing_cert"),
     ] {
         let a = post_sns(&client, &stack, body.clone()).await;
-        assert_eq!((a.status, a.body["error"]["code"].as_str()), (status, Some(code)), "{body} → {}", a.body);
+        let shown: String = body.chars().take(200).collect();
+        assert_eq!((a.status, a.body["error"]["code"].as_str()), (status, Some(code)), "{shown} → {}", a.body);
+        assert!(a.body.to_string().len() < 1024, "{shown}: an answer of {} bytes", a.body.to_string().len());
     }
     let list = get(&client, stack.url("/api/sns/notifications")).await.body;
     assert_eq!(list["notifications"], json!([]), "a refused message was recorded");

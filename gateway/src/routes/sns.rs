@@ -30,6 +30,7 @@ use ticketmesh_proto::v1::{
     notifier_service_client::NotifierServiceClient,
 };
 use ticketmesh_runtime::{
+    clipped,
     grpc::{self, Channel},
     metrics, quoted,
 };
@@ -352,8 +353,12 @@ pub async fn sns(
 ) -> Result<Json<Value>, AppError> {
     let inner = &state.0;
     let body = read_body(&headers, body, inner.max_body_bytes, inner.body_read_timeout).await?;
-    let message = parse_sns_message(&body)
-        .map_err(|e| AppError::bad_request("invalid_sns_message", format!("not an SNS message: {e}")))?;
+    let message = parse_sns_message(&body).map_err(|e| {
+        AppError::bad_request(
+            "invalid_sns_message",
+            format!("not an SNS message: {}", clipped(&e.to_string())),
+        )
+    })?;
     if let Some(declared) = headers.get("x-amz-sns-message-type")
         && declared.as_bytes() != message.r#type.as_bytes()
     {

@@ -67,6 +67,18 @@ pub fn quoted(value: &str) -> String {
     format!("{head:?}… ({chars} characters)")
 }
 
+/// An error text that may hold a client's value (serde's "invalid type:
+/// string \"…\"" does), cut to a few lines' worth with its length.
+pub fn clipped(text: &str) -> String {
+    const KEPT: usize = 4 * QUOTED_CHARS;
+    let chars = text.chars().count();
+    if chars <= KEPT {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(KEPT).collect();
+    format!("{head}… ({chars} characters)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +91,13 @@ mod tests {
         let shown = quoted(&long);
         assert_eq!(shown, format!("{:?}… (7000 characters)", "é".repeat(QUOTED_CHARS)));
         assert!(shown.len() < 200);
+    }
+
+    #[test]
+    fn a_long_error_text_is_clipped_with_its_length() {
+        assert_eq!(clipped("short"), "short");
+        let long = "x".repeat(70_000);
+        let shown = clipped(&long);
+        assert!(shown.ends_with("… (70000 characters)") && shown.len() < 300, "{}", shown.len());
     }
 }

@@ -105,10 +105,6 @@ impl Stats {
         }
     }
 
-    fn ms(&self, quantile: f64) -> f64 {
-        if self.latency.is_empty() { 0.0 } else { self.latency.value_at_quantile(quantile) as f64 / 1000.0 }
-    }
-
     pub fn report(&self, elapsed: Duration) -> Report {
         let secs = elapsed.as_secs_f64().max(1e-9);
         Report {
@@ -137,7 +133,7 @@ impl Stats {
             self.duplicates,
             self.failed,
             self.sent as f64 / secs,
-            self.ms(0.99),
+            Latency::of(&self.latency).p99,
         )
     }
 }
