@@ -147,13 +147,23 @@ async fn a_request_past_its_deadline_gets_504_but_the_live_stream_stays() {
 async fn connections_past_the_cap_are_closed_at_once() {
     let limits = Limits { max_connections: 3, ..Limits::default() };
     let (backend, stack) = limited(limits).await;
+    // The readiness probe's own connection may still hold a slot for a
+    // moment after its client is dropped (the server sees the close
+    // asynchronously), so a held connection closed at once is retried for a
+    // short while; a cap below 3 still fails here.
     let mut held = Vec::new();
-    for _ in 0..3 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while held.len() < 3 {
         let mut socket = TcpStream::connect(addr(&stack)).await.unwrap();
         socket.write_all(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 512];
-        let n = socket.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            assert!(Instant::now() < deadline, "connection {} of 3 was refused", held.len() + 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
         held.push(socket);
     }
     let mut excess = TcpStream::connect(addr(&stack)).await.unwrap();

@@ -243,7 +243,9 @@ impl Stack {
     /// Waits until the gateway reports ready (both services SERVING).
     pub async fn ready(self) -> Self {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let client = reqwest::Client::new();
+        // No idle connection is kept: a test of the connection cap starts
+        // with every slot free.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
         loop {
             if let Ok(r) = client.get(format!("{}/ready", self.base)).send().await
                 && r.status() == 200
