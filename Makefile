@@ -77,21 +77,21 @@ release: ## Release build of every binary
 fmt: ## Format the code
 	cargo fmt --all
 
-bench: ## Release build, then webhook/hello/read/health throughput and latency, peak RSS, time to ready → BENCH.md (needs wrk)
+bench: | $(TOOLS)/bin/python ## Release build, then webhook/hello/read/health throughput and latency, peak RSS, time to ready → BENCH.md (needs wrk)
 	cargo build --release --bins
-	python3 scripts/bench.py
+	$(TOOLS)/bin/python scripts/bench.py
 
-soak: ## Release build, then SOAK_SECONDS (600) at SOAK_RATE (50) webhooks/s on PostgreSQL, Redis, RabbitMQ: each process's RSS and open fds every 10 s, their slopes → data/soak.md
+soak: | $(TOOLS)/bin/python ## Release build, then SOAK_SECONDS (600) at SOAK_RATE (50) webhooks/s on PostgreSQL, Redis, RabbitMQ: each process's RSS and open fds every 10 s, their slopes → data/soak.md
 	cargo build --release --bins
-	python3 scripts/soak.py
+	$(TOOLS)/bin/python scripts/soak.py
 
-break: ## Switch a failure scenario on and drive traffic at it: make break SCENARIO=flaky-reads|slow-storage|broker-down|forged-webhooks [CLUSTER=1] [SECONDS=60]
-	@test -n "$(SCENARIO)" || { python3 scripts/breakit.py list; echo "usage: make break SCENARIO=<one of the above> [CLUSTER=1]"; exit 2; }
+break: | $(TOOLS)/bin/python ## Switch a failure scenario on and drive traffic at it: make break SCENARIO=flaky-reads|slow-storage|broker-down|forged-webhooks [CLUSTER=1] [SECONDS=60]
+	@test -n "$(SCENARIO)" || { $(TOOLS)/bin/python scripts/breakit.py list; echo "usage: make break SCENARIO=<one of the above> [CLUSTER=1]"; exit 2; }
 	cargo build --bin app-simulator
-	python3 scripts/breakit.py break $(SCENARIO) --seconds $(or $(SECONDS),60) $(if $(CLUSTER),--cluster)
+	$(TOOLS)/bin/python scripts/breakit.py break $(SCENARIO) --seconds $(or $(SECONDS),60) $(if $(CLUSTER),--cluster)
 
-heal: ## Clear every fault rule (make heal [CLUSTER=1])
-	python3 scripts/breakit.py heal $(if $(CLUSTER),--cluster)
+heal: | $(TOOLS)/bin/python ## Clear every fault rule (make heal [CLUSTER=1])
+	$(TOOLS)/bin/python scripts/breakit.py heal $(if $(CLUSTER),--cluster)
 
 simulate: ## Signed PETZI traffic against a running gateway: make simulate ARGS="--rate 50 --duration 30s" (app-simulator --help)
 	cargo run --quiet --release -p app-simulator -- $(or $(ARGS),--count 200 --replay-ratio 0.05)

@@ -30,6 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import topology
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release"
 WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "20000"))
@@ -42,7 +44,7 @@ PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:54
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 ANALYSIS = "## What limits each path"
-SERVICES = ["app-storage", "app-notifier", "app-event", "app-gateway"]
+SERVICES = topology.STARTUP  # in the order they are started
 
 
 def free_port():
@@ -128,35 +130,22 @@ class Stack:
 
     def __init__(self, name, env, bindir=BIN):
         self.name = name
-        p = {k: free_port() for k in ("http", "gateway_admin", "event", "event_admin", "notifier", "notifier_admin",
-                                      "storage", "storage_admin")}
-        self.base = f"http://127.0.0.1:{p['http']}"
+        # The topology's names and wiring on free ports, so that a stack can
+        # run beside `make run` or another stack.
+        ports = {service: {kind: free_port() for kind in fixed} for service, fixed in topology.PORTS.items()}
+        self.base = f"http://127.0.0.1:{ports['app-gateway']['http']}"
         common = {"PATH": os.environ["PATH"], "LOG_FORMAT": "json", "RUST_LOG": "warn", **env}
-        urls = {
-            "EVENT_URL": f"http://127.0.0.1:{p['event']}",
-            "STORAGE_URL": f"http://127.0.0.1:{p['storage']}",
-            "NOTIFIER_URL": f"http://127.0.0.1:{p['notifier']}",
-        }
-        self.env = {
-            "app-storage": {"GRPC_ADDR": f"127.0.0.1:{p['storage']}", "ADMIN_ADDR": f"127.0.0.1:{p['storage_admin']}"},
-            "app-notifier": {"GRPC_ADDR": f"127.0.0.1:{p['notifier']}", "ADMIN_ADDR": f"127.0.0.1:{p['notifier_admin']}"},
-            "app-event": {"GRPC_ADDR": f"127.0.0.1:{p['event']}", "ADMIN_ADDR": f"127.0.0.1:{p['event_admin']}", **urls},
-            "app-gateway": {"HTTP_ADDR": f"127.0.0.1:{p['http']}", "ADMIN_ADDR": f"127.0.0.1:{p['gateway_admin']}",
-                            "WEBHOOK_SECRET": "secret", "ALLOW_DEMO_SECRET": "true", **urls},
-        }
-        # Where each service serves /ready and /metrics: the gateway on its
-        # own port, the others on their admin port.
-        self.admin = {
-            "app-gateway": self.base,
-            **{f"app-{k}": f"http://127.0.0.1:{p[k + '_admin']}" for k in ("event", "notifier", "storage")},
-        }
-        # Where each serves /faults: the gateway on its own admin port.
-        self.fault_admin = {**self.admin, "app-gateway": f"http://127.0.0.1:{p['gateway_admin']}"}
+        self.env = {service: topology.env(service, ports) for service in SERVICES}
+        self.env["app-gateway"].update(WEBHOOK_SECRET="secret", ALLOW_DEMO_SECRET="true")
+        # Where each service serves /ready and /metrics.
+        self.admin = {service: f"http://127.0.0.1:{topology.metrics_port(p)}" for service, p in ports.items()}
+        # Where each serves /faults: its admin port.
+        self.fault_admin = {service: f"http://127.0.0.1:{p['admin']}" for service, p in ports.items()}
         self.storage_metrics = self.admin["app-storage"] + "/metrics"
         self.ready_urls = [url + "/ready" for url in self.admin.values()]
         self.logs = tempfile.TemporaryFile()
         self.bindir = bindir
-        self.grpc = {f"app-{k}": f"127.0.0.1:{p[k]}" for k in ("event", "notifier", "storage")}
+        self.grpc = {service: f"127.0.0.1:{p['grpc']}" for service, p in ports.items() if "grpc" in p}
         self.common = common
         started = time.monotonic()
         self.procs = {name: self.spawn(name) for name in SERVICES}

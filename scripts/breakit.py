@@ -7,7 +7,7 @@ what the callers see, and say where to look; `heal` clears every rule.
     scripts/breakit.py break SCENARIO [--seconds 60] [--cluster]
     scripts/breakit.py heal [--cluster]
 
-Locally it talks to `make run` (gateway 8080, admin ports 9000-9003). With
+Locally it talks to `make run` (its ports are in topology.txt). With
 --cluster it reaches the kind cluster's admin ports through `kubectl
 port-forward` (the images have no shell) and the gateway on 127.0.0.1:30080.
 The scenarios, their rules and what each moves are in break-scenarios.json.
@@ -27,12 +27,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import topology
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = json.loads((ROOT / "scripts" / "break-scenarios.json").read_text())
-SERVICES = ["app-gateway", "app-event", "app-notifier", "app-storage"]
-LOCAL_GATEWAY = "http://127.0.0.1:8080"
-LOCAL_ADMIN = {"app-gateway": "http://127.0.0.1:9000", "app-event": "http://127.0.0.1:9001",
-               "app-notifier": "http://127.0.0.1:9002", "app-storage": "http://127.0.0.1:9003"}
+SERVICES = list(topology.PORTS)
+LOCAL_GATEWAY = f"http://127.0.0.1:{topology.PORTS['app-gateway']['http']}"
+LOCAL_ADMIN = {service: f"http://127.0.0.1:{ports['admin']}" for service, ports in topology.PORTS.items()}
 CLUSTER_GATEWAY = "http://127.0.0.1:30080"
 NAMESPACE = "ticketmesh"
 # Only the project's kind cluster is touched, as in cluster.sh.

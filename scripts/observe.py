@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the stack starter `make bench` uses)
 import breakit  # noqa: E402  (the scenarios `make break` switches on)
 import dashboards  # noqa: E402
+import topology  # noqa: E402  (make run's ports)
 
 ROOT = Path(__file__).resolve().parent.parent
 MON = ROOT / "k8s" / "monitoring"
@@ -561,9 +562,9 @@ def check():
 # ---------------------------------------------------------------- make observe
 
 
-LOCAL_APPS = {"app-gateway": "127.0.0.1:8080", "app-event": "127.0.0.1:9001", "app-notifier": "127.0.0.1:9002",
-              "app-storage": "127.0.0.1:9003"}
-LOCAL_GRPC = {"app-event": "127.0.0.1:50051", "app-notifier": "127.0.0.1:50052", "app-storage": "127.0.0.1:50053"}
+# `make run`'s ports, as bench.Stack's `admin` and `grpc` give a stack's.
+LOCAL_APPS = {service: f"127.0.0.1:{topology.metrics_port(ports)}" for service, ports in topology.PORTS.items()}
+LOCAL_GRPC = {service: f"127.0.0.1:{ports['grpc']}" for service, ports in topology.PORTS.items() if "grpc" in ports}
 
 
 def observe():

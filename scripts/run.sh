@@ -21,6 +21,19 @@ echo "building ($profile)…"
 if [ "$profile" = release ]; then cargo build --release --bins; else cargo build --bins; fi
 bin=target/$profile
 
+# The ports and who calls whom, from the topology (its format is described
+# there): port[binary.kind] for each listener ("-": none), calls[binary] as
+# VARIABLE=binary,... (empty: none), and the binaries in the file's order.
+declare -A port calls
+services=()
+while read -r name http grpc admin wiring; do
+  case $name in '' | '#'*) continue ;; esac
+  services+=("$name")
+  port[$name.http]=$http port[$name.grpc]=$grpc port[$name.admin]=$admin
+  calls[$name]=${wiring#-}
+done <scripts/topology.txt
+gateway=127.0.0.1:${port[app-gateway.http]}
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -33,28 +46,35 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-start() { # name, then the environment for it
-  local name=$1; shift
-  env "$@" "$bin/$name" >"$logs/$name.log" 2>&1 &
+start() { # name, then its environment beyond the topology's (listen addresses, URLs of what it calls)
+  local name=$1 kind call env=(); shift
+  for kind in http grpc admin; do
+    if [ "${port[$name.$kind]}" != - ]; then env+=("${kind^^}_ADDR=127.0.0.1:${port[$name.$kind]}"); fi
+  done
+  local IFS=, # the calls are comma-separated
+  for call in ${calls[$name]}; do env+=("${call%%=*}=http://127.0.0.1:${port[${call#*=}.grpc]}"); done
+  env "${env[@]}" "$@" "$bin/$name" >"$logs/$name.log" 2>&1 &
   pids+=($!)
 }
-start app-storage GRPC_ADDR=127.0.0.1:50053 ADMIN_ADDR=127.0.0.1:9003
 sns_subscribe=()
 sns_certs=()
 if [ -n "${SNS_ENDPOINT_URL:-}" ]; then
-  sns_subscribe=(SNS_SUBSCRIBE_URL="${SNS_SUBSCRIBE_URL:-http://127.0.0.1:8080/sns}")
+  sns_subscribe=(SNS_SUBSCRIBE_URL="${SNS_SUBSCRIBE_URL:-http://$gateway/sns}")
   # The gateway fetches the certificates that sign SNS messages from the SNS endpoint too.
   sns_certs=(SNS_CERT_ORIGINS="${SNS_CERT_ORIGINS:-${SNS_ENDPOINT_URL%/}}")
 fi
-start app-notifier GRPC_ADDR=127.0.0.1:50052 ADMIN_ADDR=127.0.0.1:9002 "${sns_subscribe[@]}"
-start app-event GRPC_ADDR=127.0.0.1:50051 ADMIN_ADDR=127.0.0.1:9001 STORAGE_URL=http://127.0.0.1:50053 \
-  NOTIFIER_URL=http://127.0.0.1:50052
-start app-gateway HTTP_ADDR=127.0.0.1:8080 ADMIN_ADDR=127.0.0.1:9000 EVENT_URL=http://127.0.0.1:50051 STORAGE_URL=http://127.0.0.1:50053 \
-  NOTIFIER_URL=http://127.0.0.1:50052 "${sns_certs[@]}"
+# From the last line of the topology up: what each calls is already listening.
+for ((i = ${#services[@]} - 1; i >= 0; i--)); do
+  case ${services[i]} in
+    app-notifier) start app-notifier "${sns_subscribe[@]}" ;;
+    app-gateway) start app-gateway "${sns_certs[@]}" ;;
+    *) start "${services[i]}" ;;
+  esac
+done
 
 # Readiness over bash's /dev/tcp, so nothing but bash is needed.
 ready() {
-  exec 3<>/dev/tcp/127.0.0.1/8080 || return 1
+  exec 3<>"/dev/tcp/127.0.0.1/${port[app-gateway.http]}" || return 1
   printf 'GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
   local status
   read -r _ status _ <&3 || status=0
@@ -76,15 +96,18 @@ done
 
 bus=in-process
 if [ -n "${AMQP_URL:-}" ]; then bus="RabbitMQ (${AMQP_EXCHANGE:-ticketmesh.events})"; fi
+grpc_services=$(for name in "${services[@]}"; do
+  if [ "${port[$name.grpc]}" != - ]; then
+    printf '  %-15sgrpc 127.0.0.1:%-8s admin http://127.0.0.1:%s/metrics\n' "$name" "${port[$name.grpc]}" "${port[$name.admin]}"
+  fi
+done)
 cat <<TXT
 
 ticketmesh is up (database: ${DATABASE_URL:-sqlite:data/ticketmesh.db}, cache: ${REDIS_URL:-none}, bus: $bus)
-  gateway        http://127.0.0.1:8080   GET / (hello; SNS: ${SNS_ENDPOINT_URL:-disabled}) · POST /webhook · GET /events · /api/tickets · /api/stats · /ready · /metrics
-                                         admin http://127.0.0.1:9000/faults
-  app-event      grpc 127.0.0.1:50051    admin http://127.0.0.1:9001/metrics
-  app-notifier   grpc 127.0.0.1:50052    admin http://127.0.0.1:9002/metrics
-  app-storage    grpc 127.0.0.1:50053    admin http://127.0.0.1:9003/metrics
-  dashboard      http://127.0.0.1:8080/ui
+  gateway        http://$gateway   GET / (hello; SNS: ${SNS_ENDPOINT_URL:-disabled}) · POST /webhook · GET /events · /api/tickets · /api/stats · /ready · /metrics
+                                         admin http://127.0.0.1:${port[app-gateway.admin]}/faults
+$grpc_services
+  dashboard      http://$gateway/ui
 Send a signed webhook:  scripts/send-webhook.sh   ·   traffic: make simulate ARGS="--rate 20 --duration 60s"
 Break it:  make break SCENARIO=flaky-reads (or slow-storage, broker-down, forged-webhooks) · make heal · every admin port has /faults
 Traces: ${OTEL_EXPORTER_OTLP_ENDPOINT:-not exported (set OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 to send them over OTLP)}

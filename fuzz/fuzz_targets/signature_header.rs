@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use app_gateway::signature::{Signature, SignatureError, sign};
+use petzi::{Signature, SignatureError, sign};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &[u8] = b"secret";

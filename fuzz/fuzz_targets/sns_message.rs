@@ -3,12 +3,12 @@
 
 #![no_main]
 
-use app_gateway::{parse_sns_message, sns_published_at, sns_topic_name};
+use petzi::sns::SnsMessage;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(message) = parse_sns_message(data) else {
+    let Ok(message) = SnsMessage::parse(data) else {
         return;
     };
 
@@ -35,13 +35,15 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The topic is the ARN's last part: a suffix after the last ':'.
-    let topic = sns_topic_name(&message.topic_arn);
+    let topic = message.topic_name();
     assert!(!topic.contains(':'));
     let prefix = message.topic_arn.strip_suffix(topic).expect("the topic is a suffix of the ARN");
     assert!(prefix.is_empty() || prefix.ends_with(':'));
 
-    // Any Timestamp: a time or none, never a panic; nanoseconds in range.
-    if let Some(published) = sns_published_at(&message.timestamp) {
-        assert!((0..1_000_000_000).contains(&published.nanos), "{published:?}");
+    // Any Timestamp: a time or none, never a panic; and a time read back
+    // from its RFC 3339 rendering is the same time.
+    if let Some(published) = message.published_at() {
+        let text = humantime::format_rfc3339_nanos(published).to_string();
+        assert_eq!(humantime::parse_rfc3339_weak(&text).ok(), Some(published), "{text}");
     }
 });

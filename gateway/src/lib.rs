@@ -14,14 +14,10 @@ mod middleware;
 pub mod render;
 mod routes;
 pub mod server;
-pub mod signature;
 mod state;
 
 pub use config::{Args, FAULT_ROUTES, MIN_SECRET_BYTES};
-pub use routes::{
-    app,
-    sns::{self, SnsAttribute, SnsMessage, parse_sns_message, sns_published_at, sns_topic_name},
-};
+pub use routes::{app, sns};
 pub use state::AppState;
 
 use std::future::Future;

@@ -591,7 +591,7 @@ async fn a_rotation_accepts_either_secret_and_any_matching_tag() {
         }
     };
     let tag = |secret: &str, body: &[u8]| {
-        app_gateway::signature::sign(secret.as_bytes(), now(), body).split_once(",v1=").unwrap().1.to_owned()
+        petzi::sign(secret.as_bytes(), now(), body).split_once(",v1=").unwrap().1.to_owned()
     };
     let by_old = send("ROT1", &|b| format!("t={},v1={}", now(), tag(old, b))).await;
     let by_new = send("ROT2", &|b| format!("t={},v1={}", now(), tag(new, b))).await;

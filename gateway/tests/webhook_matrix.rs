@@ -91,7 +91,7 @@ fn edited(edit: impl FnOnce(&mut Value)) -> Vec<u8> {
 
 fn cases() -> Vec<Case> {
     let body = example().into_bytes();
-    let v1 = |t: i64, secret: &str, body: &[u8]| app_gateway::signature::sign(secret.as_bytes(), t, body);
+    let v1 = |t: i64, secret: &str, body: &[u8]| petzi::sign(secret.as_bytes(), t, body);
     let now = now();
     let good = v1(now, SECRET, &body);
     let hex = good.split_once(",v1=").unwrap().1.to_owned();

@@ -22,17 +22,16 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use petzi::{clipped, quoted, sns::SnsMessage};
 use prometheus::IntCounterVec;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::{
     ConfirmSnsSubscriptionRequest, ListSnsTopicsRequest, RecordSnsNotificationRequest,
     notifier_service_client::NotifierServiceClient,
 };
 use ticketmesh_runtime::{
-    clipped,
     grpc::{self, Channel},
-    metrics, quoted,
+    metrics,
 };
 use tokio::sync::Mutex;
 use tracing::Instrument;
@@ -43,60 +42,6 @@ use crate::{
     error::AppError,
     state::{AppState, answer},
 };
-
-/// A message SNS POSTs to an HTTP subscription (sent as text/plain JSON).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SnsMessage {
-    pub r#type: String,
-    pub message_id: String,
-    pub topic_arn: String,
-    #[serde(default)]
-    pub subject: Option<String>,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub timestamp: String,
-    #[serde(default)]
-    pub token: Option<String>,
-    #[serde(default, rename = "SubscribeURL")]
-    pub subscribe_url: Option<String>,
-    #[serde(default)]
-    pub signature_version: String,
-    #[serde(default)]
-    pub signature: String,
-    #[serde(default, rename = "SigningCertURL")]
-    pub signing_cert_url: String,
-    #[serde(default)]
-    pub message_attributes: HashMap<String, SnsAttribute>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct SnsAttribute {
-    #[serde(rename = "Value")]
-    pub value: String,
-}
-
-/// The body of a `POST /sns`, as the handler reads it (pure: the fuzz target
-/// `sns_message` drives it).
-pub fn parse_sns_message(body: &[u8]) -> Result<SnsMessage, serde_json::Error> {
-    // serde's derive also reads a struct from a JSON array, field by field in
-    // order; SNS posts an object, so an array is not a message.
-    if body.trim_ascii_start().first() == Some(&b'[') {
-        return Err(serde::de::Error::invalid_type(serde::de::Unexpected::Seq, &"an SNS message object"));
-    }
-    serde_json::from_slice(body)
-}
-
-/// The topic's name: the last `:`-separated part of its ARN.
-pub fn sns_topic_name(topic_arn: &str) -> &str {
-    topic_arn.rsplit(':').next().unwrap_or_default()
-}
-
-/// When SNS published the message, if its `Timestamp` is an RFC 3339 time.
-pub fn sns_published_at(timestamp: &str) -> Option<prost_types::Timestamp> {
-    humantime::parse_rfc3339_weak(timestamp).ok().map(Into::into)
-}
 
 /// Why a message is not taken as coming from SNS.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -353,7 +298,7 @@ pub async fn sns(
 ) -> Result<Json<Value>, AppError> {
     let inner = &state.0;
     let body = read_body(&headers, body, inner.max_body_bytes, inner.body_read_timeout).await?;
-    let message = parse_sns_message(&body).map_err(|e| {
+    let message = SnsMessage::parse(&body).map_err(|e| {
         AppError::bad_request(
             "invalid_sns_message",
             format!("not an SNS message: {}", clipped(&e.to_string())),
@@ -384,8 +329,8 @@ pub async fn sns(
             ),
         )
     };
-    let topic = sns_topic_name(&message.topic_arn);
-    if !inner.sns_topics.iter().any(|t| t == topic) {
+    let topic = message.topic_name().to_owned();
+    if !inner.sns_topics.contains(&topic) {
         return Err(unknown_topic());
     }
     inner.sns_verifier.verify(&message).await.map_err(|e| match e {
@@ -422,11 +367,11 @@ pub async fn sns(
             Ok(Json(json!({"status": "confirmed"})))
         }
         "Notification" => {
-            let published_at = sns_published_at(&message.timestamp);
+            let published_at = message.published_at().map(prost_types::Timestamp::from);
             let attributes: HashMap<String, String> =
                 message.message_attributes.into_iter().map(|(k, a)| (k, a.value)).collect();
             // SNS carries no HTTP trace context: the message attributes do.
-            let span = process_span("aws_sns", topic, &message.message_id, &attributes);
+            let span = process_span("aws_sns", &topic, &message.message_id, &attributes);
             let request = RecordSnsNotificationRequest {
                 message_id: message.message_id,
                 topic_arn: message.topic_arn,
@@ -462,7 +407,7 @@ mod tests {
     const NOTIFICATION_V2: &str = include_str!("../../tests/data/sns/notification-v2.json");
 
     fn message(text: &str) -> SnsMessage {
-        parse_sns_message(text.as_bytes()).unwrap()
+        SnsMessage::parse(text.as_bytes()).unwrap()
     }
 
     #[test]
@@ -543,20 +488,5 @@ mod tests {
         let mut v: Value = serde_json::from_str(CONFIRMATION_V1).unwrap();
         v.as_object_mut().unwrap().remove("SubscribeURL");
         assert_eq!(canonical(&message(&v.to_string())), Err(Forged::Incomplete("SubscribeURL")));
-    }
-
-    #[test]
-    fn an_sns_message_is_an_object_not_an_array() {
-        let object = br#"{"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:0:ticket-events"}"#;
-        let message = parse_sns_message(object).unwrap();
-        assert_eq!(
-            (message.r#type.as_str(), sns_topic_name(&message.topic_arn)),
-            ("Notification", "ticket-events")
-        );
-        // Found by the sns_message fuzz target's invariant: serde read this
-        // array as the same message, by position.
-        let array = br#" ["Notification", "m-1", "arn:aws:sns:us-east-1:0:ticket-events"]"#;
-        let error = parse_sns_message(array).unwrap_err().to_string();
-        assert_eq!(error, "invalid type: sequence, expected an SNS message object");
     }
 }

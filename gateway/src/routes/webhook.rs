@@ -12,6 +12,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, header},
 };
+use petzi::{Signature, SignatureError};
 use prometheus::{Histogram, IntCounterVec};
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::IngestWebhookRequest;
@@ -20,7 +21,6 @@ use ticketmesh_runtime::{grpc, metrics, telemetry};
 use crate::{
     body::read_body,
     error::AppError,
-    signature::{Signature, SignatureError},
     state::{AppState, Inner, answer},
 };
 

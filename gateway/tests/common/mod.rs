@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::Connection;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
@@ -280,43 +280,25 @@ pub fn now() -> i64 {
 
 /// A Petzi-Signature for `body` signed now with the test secret.
 pub fn sign(body: &[u8]) -> String {
-    app_gateway::signature::sign(SECRET.as_bytes(), now(), body)
+    petzi::sign(SECRET.as_bytes(), now(), body)
 }
 
-/// A PETZI delivery like the one in shared/petzi-example.md, serialised with
-/// PETZI's spacing (so it is signed exactly as sent).
+/// PETZI's example delivery with this event, ticket number, category, amount
+/// ("42.50") and cancellation reason, written as PETZI's sender writes it
+/// (so it is signed exactly as sent).
 pub fn delivery(event: &str, number: &str, category: &str, amount: &str, reason: &str) -> String {
-    let value = json!({
-        "event": event,
-        "details": {
-            "ticket": {
-                "number": number, "type": "online_presale", "title": "Open-source concert night",
-                "category": category, "eventId": 4821, "event": "Case a Chocs", "cancellationReason": reason,
-                "sessions": [{"name": "Session at Sarl", "date": "2026-12-12", "time": "21:30:00", "doors": "20:30:00",
-                    "location": {"name": "Case a Chocs", "street": "Quai Philippe-Godet 20", "city": "Neuchatel", "postcode": "2000"}}],
-                "promoter": "Jane Roe", "price": {"amount": amount, "currency": "CHF"}
-            },
-            "buyer": {"role": "customer", "firstName": "John", "lastName": "Doe", "postcode": "2000"}
-        }
-    });
-    petzi_spacing(&value)
-}
-
-/// JSON with ", " and ": " separators, as PETZI's sender writes it.
-fn petzi_spacing(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let fields: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), petzi_spacing(v)))
-                .collect();
-            format!("{{{}}}", fields.join(", "))
-        }
-        Value::Array(items) => {
-            format!("[{}]", items.iter().map(petzi_spacing).collect::<Vec<_>>().join(", "))
-        }
-        other => other.to_string(),
-    }
+    let mut d = petzi::Delivery::example();
+    d.event = match event {
+        "ticket_created" => petzi::EventKind::TicketCreated,
+        "ticket_updated" => petzi::EventKind::TicketUpdated,
+        other => panic!("no PETZI event {other:?}"),
+    };
+    let ticket = &mut d.details.ticket;
+    ticket.number = number.into();
+    ticket.category = category.into();
+    ticket.price.amount = petzi::Amount::parse(amount).expect("a valid amount such as 42.50");
+    ticket.cancellation_reason = reason.into();
+    d.to_body()
 }
 
 pub struct Answer {

@@ -160,6 +160,45 @@ pub fn ancestry(spans: &[Span], span: &Span) -> Vec<String> {
     chain
 }
 
+/// One binary of the local topology.
+struct Service {
+    name: &'static str,
+    /// The variables of its listeners' addresses (HTTP_ADDR, GRPC_ADDR, ADMIN_ADDR).
+    addrs: Vec<&'static str>,
+    /// (variable, binary) for each service it calls: the variable is passed
+    /// the URL of that binary's grpc listener.
+    calls: Vec<(&'static str, &'static str)>,
+}
+
+/// The local topology, scripts/topology.txt (the format is described
+/// there), which `make run` starts on fixed ports; the tests take the names
+/// and the wiring, and free ports.
+fn topology() -> Vec<Service> {
+    include_str!("../../../scripts/topology.txt")
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let columns: Vec<&'static str> = line.split_whitespace().collect();
+            let [name, http, grpc, admin, calls] = columns[..] else {
+                panic!("scripts/topology.txt: not 5 columns: {line:?}")
+            };
+            let addrs = [("HTTP_ADDR", http), ("GRPC_ADDR", grpc), ("ADMIN_ADDR", admin)]
+                .into_iter()
+                .filter(|(_, port)| *port != "-")
+                .map(|(variable, _)| variable)
+                .collect();
+            let calls = calls
+                .split(',')
+                .filter(|call| *call != "-")
+                .map(|call| {
+                    call.split_once('=').unwrap_or_else(|| panic!("scripts/topology.txt: bad call {call:?}"))
+                })
+                .collect();
+            Service { name, addrs, calls }
+        })
+        .collect()
+}
+
 /// Where the workspace's binaries are: next to this test's own binary's
 /// directory (target/<profile>).
 fn binary(name: &str) -> PathBuf {
@@ -279,72 +318,78 @@ pub struct Procs {
 
 impl Procs {
     pub async fn start(setup: Setup, otlp: &str) -> Self {
-        let any = || "127.0.0.1:0".to_owned();
-        let otel = |service: &str| {
-            vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.to_owned()),
-                ("OTEL_SERVICE_NAME", service.to_owned()),
-                ("OTEL_BSP_SCHEDULE_DELAY", setup.export_delay_ms.to_string()),
-                ("DEPLOYMENT_ENVIRONMENT", "test".to_owned()),
-            ]
-        };
-        let mut env = otel("app-storage");
-        env.extend([
-            ("GRPC_ADDR", any()),
-            ("ADMIN_ADDR", any()),
-            ("DATABASE_URL", setup.database_url.clone()),
-            ("FAULTS", setup.storage_faults.clone()),
-        ]);
-        if let Some((url, prefix)) = &setup.redis {
-            env.extend([("REDIS_URL", url.clone()), ("CACHE_PREFIX", prefix.clone())]);
-        }
-        let storage = Proc::start("app-storage", &env).await;
-        let storage_url = format!("http://{}", storage.addr("grpc"));
-
         // The gateway's address must be known before the notifier subscribes it to SNS.
         let http = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().to_string()
         };
-        let mut env = otel("app-notifier");
-        env.extend([("GRPC_ADDR", any()), ("ADMIN_ADDR", any()), ("PUBLISH_TIMEOUT", "3s".into())]);
-        if let Some((url, exchange)) = &setup.amqp {
-            env.extend([("AMQP_URL", url.clone()), ("AMQP_EXCHANGE", exchange.clone())]);
+        let mut started: HashMap<&str, Proc> = HashMap::new();
+        // From the topology's last line up: what each calls is already listening.
+        for service in topology().into_iter().rev() {
+            let mut env = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.to_owned()),
+                ("OTEL_SERVICE_NAME", service.name.to_owned()),
+                ("OTEL_BSP_SCHEDULE_DELAY", setup.export_delay_ms.to_string()),
+                ("DEPLOYMENT_ENVIRONMENT", "test".to_owned()),
+            ];
+            for variable in service.addrs {
+                // The gateway's http address is the one picked above; every other
+                // listener takes a free port and logs the address it got ("listening").
+                let addr = if (service.name, variable) == ("app-gateway", "HTTP_ADDR") {
+                    http.clone()
+                } else {
+                    "127.0.0.1:0".to_owned()
+                };
+                env.push((variable, addr));
+            }
+            for (variable, callee) in service.calls {
+                env.push((variable, format!("http://{}", started[callee].addr("grpc"))));
+            }
+            match service.name {
+                "app-storage" => {
+                    env.extend([
+                        ("DATABASE_URL", setup.database_url.clone()),
+                        ("FAULTS", setup.storage_faults.clone()),
+                    ]);
+                    if let Some((url, prefix)) = &setup.redis {
+                        env.extend([("REDIS_URL", url.clone()), ("CACHE_PREFIX", prefix.clone())]);
+                    }
+                }
+                "app-notifier" => {
+                    env.push(("PUBLISH_TIMEOUT", "3s".into()));
+                    if let Some((url, exchange)) = &setup.amqp {
+                        env.extend([("AMQP_URL", url.clone()), ("AMQP_EXCHANGE", exchange.clone())]);
+                    }
+                    if let Some(endpoint) = &setup.sns {
+                        env.extend([
+                            ("SNS_ENDPOINT_URL", endpoint.clone()),
+                            ("SNS_SUBSCRIBE_URL", format!("http://{http}/sns")),
+                            ("AWS_REGION", "us-east-1".into()),
+                            ("AWS_ACCESS_KEY_ID", "test".into()),
+                            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+                        ]);
+                    }
+                }
+                "app-gateway" => {
+                    env.push(("WEBHOOK_SECRET", super::SECRET.to_owned()));
+                    if let Some(endpoint) = &setup.sns {
+                        env.push(("SNS_CERT_ORIGINS", endpoint.clone()));
+                    }
+                }
+                _ => {}
+            }
+            started.insert(service.name, Proc::start(service.name, &env).await);
         }
-        if let Some(endpoint) = &setup.sns {
-            env.extend([
-                ("SNS_ENDPOINT_URL", endpoint.clone()),
-                ("SNS_SUBSCRIBE_URL", format!("http://{http}/sns")),
-                ("AWS_REGION", "us-east-1".into()),
-                ("AWS_ACCESS_KEY_ID", "test".into()),
-                ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ]);
-        }
-        let notifier = Proc::start("app-notifier", &env).await;
-        let notifier_url = format!("http://{}", notifier.addr("grpc"));
-
-        let mut env = otel("app-event");
-        env.extend([
-            ("GRPC_ADDR", any()),
-            ("ADMIN_ADDR", any()),
-            ("STORAGE_URL", storage_url.clone()),
-            ("NOTIFIER_URL", notifier_url.clone()),
-        ]);
-        let event = Proc::start("app-event", &env).await;
-
-        let mut env = otel("app-gateway");
-        env.extend([
-            ("HTTP_ADDR", http.clone()),
-            ("EVENT_URL", format!("http://{}", event.addr("grpc"))),
-            ("STORAGE_URL", storage_url),
-            ("NOTIFIER_URL", notifier_url),
-            ("WEBHOOK_SECRET", super::SECRET.to_owned()),
-        ]);
-        if let Some(endpoint) = &setup.sns {
-            env.push(("SNS_CERT_ORIGINS", endpoint.clone()));
-        }
-        let gateway = Proc::start("app-gateway", &env).await;
-        let procs = Self { storage, notifier, event, gateway, base: format!("http://{http}") };
+        let mut take = |name: &str| {
+            started.remove(name).unwrap_or_else(|| panic!("{name} is not in scripts/topology.txt"))
+        };
+        let procs = Self {
+            storage: take("app-storage"),
+            notifier: take("app-notifier"),
+            event: take("app-event"),
+            gateway: take("app-gateway"),
+            base: format!("http://{http}"),
+        };
         procs.ready().await;
         procs
     }

@@ -143,7 +143,7 @@ impl Sender {
     pub async fn send(&self, intent: Intent, delivery: &Delivery) -> (Outcome, Duration) {
         let secret: &[u8] =
             if intent == Intent::BadSignature { b"not-the-shared-secret" } else { &self.secret };
-        let signature = app_gateway::signature::sign(secret, unix_now() as i64, delivery.body.as_bytes());
+        let signature = petzi::sign(secret, unix_now() as i64, delivery.body.as_bytes());
         let started = Instant::now();
         let answer = self
             .client

@@ -3,6 +3,8 @@
 //! `ticket_updated` cancellations of tickets created earlier. Pure and
 //! seeded, so a run can be repeated exactly.
 
+use petzi::{Amount, Buyer, Details, EventKind, Location, Price, Session, Ticket};
+
 /// A small, fast, seeded generator (SplitMix64): enough for plausible data.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -91,21 +93,15 @@ pub struct Delivery {
     pub body: String,
 }
 
-/// What a created ticket was, so a later cancellation repeats it.
-#[derive(Debug, Clone)]
-struct Ticket {
-    number: String,
-    kind: &'static str,
-    title: String,
-    category: &'static str,
-    event_id: u64,
-    venue: &'static Venue,
-    date: String,
-    time: String,
-    doors: String,
-    promoter: String,
-    amount: String,
-    buyer: (&'static str, &'static str, &'static str),
+impl Delivery {
+    /// `delivery` written as PETZI's sender writes it.
+    fn of(delivery: &petzi::Delivery) -> Self {
+        let event = match delivery.event {
+            EventKind::TicketCreated => "ticket_created",
+            EventKind::TicketUpdated => "ticket_updated",
+        };
+        Self { number: delivery.details.ticket.number.clone(), event, body: delivery.to_body() }
+    }
 }
 
 /// Makes deliveries. Ticket numbers are unique within a run (the run id is
@@ -116,7 +112,7 @@ pub struct Generator {
     run: u64,
     sequence: u64,
     /// Created tickets that may still be cancelled.
-    created: Vec<Ticket>,
+    created: Vec<petzi::Delivery>,
     cancel_ratio: f64,
 }
 
@@ -133,24 +129,20 @@ impl Generator {
     pub fn next_delivery(&mut self) -> Delivery {
         if !self.created.is_empty() && self.rng.chance(self.cancel_ratio) {
             let index = self.rng.below(self.created.len() as u64) as usize;
-            let ticket = self.created.swap_remove(index);
-            let reason = *self.rng.pick(REASONS);
-            let body = render("ticket_updated", &ticket, reason);
-            return Delivery { number: ticket.number, event: "ticket_updated", body };
+            let mut cancelled = self.created.swap_remove(index);
+            cancelled.event = EventKind::TicketUpdated;
+            cancelled.details.ticket.cancellation_reason = (*self.rng.pick(REASONS)).to_owned();
+            return Delivery::of(&cancelled);
         }
         self.sequence += 1;
-        let ticket = self.ticket(format!("SIM{}{:06}", self.run, self.sequence));
-        let delivery = Delivery {
-            number: ticket.number.clone(),
-            event: "ticket_created",
-            body: render("ticket_created", &ticket, ""),
-        };
+        let created = self.ticket(format!("SIM{}{:06}", self.run, self.sequence));
+        let delivery = Delivery::of(&created);
         // Bounded memory on long runs: keep a window of cancellable tickets.
         if self.created.len() >= 10_000 {
             let index = self.rng.below(self.created.len() as u64) as usize;
             self.created.swap_remove(index);
         }
-        self.created.push(ticket);
+        self.created.push(created);
         delivery
     }
 
@@ -158,15 +150,11 @@ impl Generator {
     /// gateway refuses, so no later delivery may cancel it.
     pub fn next_forged(&mut self) -> Delivery {
         self.sequence += 1;
-        let ticket = self.ticket(format!("SIM{}{:06}", self.run, self.sequence));
-        Delivery {
-            body: render("ticket_created", &ticket, ""),
-            number: ticket.number,
-            event: "ticket_created",
-        }
+        Delivery::of(&self.ticket(format!("SIM{}{:06}", self.run, self.sequence)))
     }
 
-    fn ticket(&mut self, number: String) -> Ticket {
+    /// A new `ticket_created` delivery of ticket `number`.
+    fn ticket(&mut self, number: String) -> petzi::Delivery {
         let rng = &mut self.rng;
         let venue = rng.pick(VENUES);
         let &(category, low, high) = rng.pick(CATEGORIES);
@@ -177,59 +165,41 @@ impl Generator {
         } else if kind == "early_bird" {
             francs = francs * 4 / 5;
         }
-        let cents = *rng.pick(&[0u64, 0, 50, 90]);
+        let cents = *rng.pick(&[0u8, 0, 50, 90]);
         let title = format!("{} {}", rng.pick(ADJECTIVES), rng.pick(NOUNS));
         let hour = 19 + rng.below(3);
-        Ticket {
+        let location = Location {
+            name: venue.name.into(),
+            street: venue.street.into(),
+            city: venue.city.into(),
+            postcode: venue.postcode.into(),
+        };
+        let ticket = Ticket {
             number,
-            kind,
-            category,
-            event_id: 4000 + rng.below(900),
-            venue,
-            date: format!("2027-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28)),
-            time: format!("{hour:02}:30:00"),
-            doors: format!("{:02}:30:00", hour - 1),
+            kind: kind.into(),
+            category: category.into(),
+            event_id: 4000 + rng.below(900) as i64,
+            event: venue.name.into(),
+            cancellation_reason: String::new(),
+            sessions: vec![Session {
+                name: format!("{title} at {}", venue.name),
+                date: format!("2027-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28)),
+                time: format!("{hour:02}:30:00"),
+                doors: format!("{:02}:30:00", hour - 1),
+                location,
+            }],
             promoter: format!("{} {}", rng.pick(FIRST), rng.pick(LAST)),
-            amount: format!("{francs}.{cents:02}"),
-            buyer: (*rng.pick(FIRST), *rng.pick(LAST), rng.pick(VENUES).postcode),
+            price: Price { amount: Amount { units: francs as i64, cents }, currency: "CHF".into() },
             title,
-        }
+        };
+        let buyer = Buyer {
+            role: "customer".into(),
+            first_name: (*rng.pick(FIRST)).into(),
+            last_name: (*rng.pick(LAST)).into(),
+            postcode: rng.pick(VENUES).postcode.into(),
+        };
+        petzi::Delivery { event: EventKind::TicketCreated, details: Details { ticket, buyer } }
     }
-}
-
-/// The body as PETZI's sender writes it: its field order, a space after
-/// every `:` and `,`.
-fn render(event: &str, t: &Ticket, reason: &str) -> String {
-    let s = |v: &str| serde_json::Value::from(v).to_string();
-    let v = t.venue;
-    format!(
-        "{{\"event\": {}, \"details\": {{\"ticket\": {{\"number\": {}, \"type\": {}, \"title\": {}, \"category\": {}, \
-         \"eventId\": {}, \"event\": {}, \"cancellationReason\": {}, \"sessions\": [{{\"name\": {}, \"date\": {}, \
-         \"time\": {}, \"doors\": {}, \"location\": {{\"name\": {}, \"street\": {}, \"city\": {}, \"postcode\": {}}}}}], \
-         \"promoter\": {}, \"price\": {{\"amount\": {}, \"currency\": \"CHF\"}}}}, \"buyer\": {{\"role\": \"customer\", \
-         \"firstName\": {}, \"lastName\": {}, \"postcode\": {}}}}}}}",
-        s(event),
-        s(&t.number),
-        s(t.kind),
-        s(&t.title),
-        s(t.category),
-        t.event_id,
-        s(v.name),
-        s(reason),
-        s(&format!("{} at {}", t.title, v.name)),
-        s(&t.date),
-        s(&t.time),
-        s(&t.doors),
-        s(v.name),
-        s(v.street),
-        s(v.city),
-        s(v.postcode),
-        s(&t.promoter),
-        s(&t.amount),
-        s(t.buyer.0),
-        s(t.buyer.1),
-        s(t.buyer.2),
-    )
 }
 
 #[cfg(test)]
@@ -284,8 +254,7 @@ mod tests {
 
     #[test]
     fn bodies_have_the_fields_and_order_of_a_real_delivery() {
-        // The body of shared/petzi-example.md (a real sender's delivery).
-        let example = r#"{"event": "ticket_created", "details": {"ticket": {"number": "PETZI48213577", "type": "online_presale", "title": "Open-source concert night", "category": "Concert", "eventId": 4821, "event": "Case a Chocs", "cancellationReason": "", "sessions": [{"name": "Session at Sarl", "date": "2026-12-12", "time": "21:30:00", "doors": "20:30:00", "location": {"name": "Case a Chocs", "street": "Quai Philippe-Godet 20", "city": "Neuchatel", "postcode": "2000"}}], "promoter": "Jane Roe", "price": {"amount": "42.50", "currency": "CHF"}}, "buyer": {"role": "customer", "firstName": "John", "lastName": "Doe", "postcode": "2000"}}}"#;
+        let example = petzi::payload::EXAMPLE;
         let mut generator = Generator::new(3, 9, 0.5);
         for _ in 0..20 {
             assert_eq!(keys(&generator.next_delivery().body), keys(example));

@@ -89,10 +89,9 @@ fn status(e: StoreError) -> Status {
     match e {
         StoreError::Unavailable(m) => Status::unavailable(m),
         StoreError::Internal(m) => Status::internal(m),
-        StoreError::Refused(m) => Status::invalid_argument(format!(
-            "the database refused this event: {}",
-            ticketmesh_runtime::quoted(&m)
-        )),
+        StoreError::Refused(m) => {
+            Status::invalid_argument(format!("the database refused this event: {}", petzi::quoted(&m)))
+        }
     }
 }
 
@@ -163,7 +162,7 @@ impl StorageService for Storage {
         self.cached("ticket", |c| c.ticket_key(&number), self.db.ticket(&number))
             .await?
             .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no ticket {}", ticketmesh_runtime::quoted(&number))))
+            .ok_or_else(|| Status::not_found(format!("no ticket {}", petzi::quoted(&number))))
     }
 
     async fn list_tickets(
@@ -181,7 +180,7 @@ impl StorageService for Storage {
             token => Some(token.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "page_token {} is not one this service issued",
-                    ticketmesh_runtime::quoted(token)
+                    petzi::quoted(token)
                 ))
             })?),
         };

@@ -132,7 +132,7 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const BODY: &str = r#"{"event": "ticket_created", "details": {"ticket": {"number": "PETZI48213577", "type": "online_presale", "title": "Open-source concert night", "category": "Concert", "eventId": 4821, "event": "Case a Chocs", "cancellationReason": "", "sessions": [{"name": "Session at Sarl", "date": "2026-12-12", "time": "21:30:00", "doors": "20:30:00", "location": {"name": "Case a Chocs", "street": "Quai Philippe-Godet 20", "city": "Neuchatel", "postcode": "2000"}}], "promoter": "Jane Roe", "price": {"amount": "42.50", "currency": "CHF"}}, "buyer": {"role": "customer", "firstName": "John", "lastName": "Doe", "postcode": "2000"}}}"#;
+    const BODY: &str = crate::payload::EXAMPLE;
     /// Parses and verifies in one step, as the gateway does; the timestamp on success.
     fn verify(
         secret: &[u8],
