@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 TOOLS := .venv-tools
 
-.PHONY: help run test lint unit e2e ui manifests observability observe simulate bench soak break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
+.PHONY: help run test check lint unit e2e ui manifests observability observe simulate bench soak break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
 	images images-multiarch kind-up kind-down dashboard logs status fuzz
 
 help: ## List the targets
@@ -14,14 +14,19 @@ run: ## Build and start all four services locally (embedded SQLite unless DATABA
 
 test: lint unit e2e ui manifests observability ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run, the page in Chromium, the cluster files, the monitoring files
 
+check: ## The fast tier, no backends: format, clippy, every crate's unit tests
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace --lib --bins
+
 lint: ## cargo fmt --check, clippy (warnings are errors), shellcheck
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run
 
-unit: localstack ## Unit and integration tests (need PostgreSQL, Redis and RabbitMQ on 127.0.0.1)
-	cargo build --workspace --bins  # the telemetry tests run the real binaries
-	cargo test --workspace
+unit: localstack ## Unit and system tests, including those a plain `cargo test` skips (PostgreSQL, Redis and RabbitMQ on 127.0.0.1, SNS, the binaries)
+	cargo build --workspace --bins  # the process tests run the real binaries
+	cargo test --workspace -- --include-ignored
 
 localstack: ## Install (once) and start LocalStack's SNS on 127.0.0.1:4566, no container
 	scripts/localstack.sh start
@@ -32,12 +37,12 @@ localstack-stop: ## Stop the LocalStack that `make localstack` started
 e2e: tools ## The built binaries as separate processes: webhook, grpcurl, SIGTERM
 	GRPCURL=$(TOOLS)/bin/grpcurl scripts/e2e.sh
 
-ui: gateway/tests/ui/node_modules ## The dashboard page (GET /ui) in headless Chromium against the binaries; screenshots in data/artifacts
+ui: system-tests/ui/node_modules ## The dashboard page (GET /ui) in headless Chromium against the binaries; screenshots in data/artifacts
 	cargo build --bins
-	cd gateway/tests/ui && node dashboard.test.mjs
+	cd system-tests/ui && node dashboard.test.mjs
 
-gateway/tests/ui/node_modules: gateway/tests/ui/package-lock.json
-	cd gateway/tests/ui && npm ci --silent --no-audit --no-fund
+system-tests/ui/node_modules: system-tests/ui/package-lock.json
+	cd system-tests/ui && npm ci --silent --no-audit --no-fund
 	touch $@
 
 manifests: tools ## Offline checks of k8s/, mesh/, kind-config.yaml, Dockerfile: render, strict schemas, invariants

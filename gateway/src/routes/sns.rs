@@ -402,9 +402,9 @@ mod tests {
 
     /// Two deliveries LocalStack signed (SignatureVersion 1 and 2), with the
     /// certificate it signed them with.
-    const CERTIFICATE: &str = include_str!("../../tests/data/sns/localstack-cert.pem");
-    const CONFIRMATION_V1: &str = include_str!("../../tests/data/sns/subscription-confirmation-v1.json");
-    const NOTIFICATION_V2: &str = include_str!("../../tests/data/sns/notification-v2.json");
+    const CERTIFICATE: &str = include_str!("../../testdata/sns/localstack-cert.pem");
+    const CONFIRMATION_V1: &str = include_str!("../../testdata/sns/subscription-confirmation-v1.json");
+    const NOTIFICATION_V2: &str = include_str!("../../testdata/sns/notification-v2.json");
 
     fn message(text: &str) -> SnsMessage {
         SnsMessage::parse(text.as_bytes()).unwrap()

@@ -52,6 +52,9 @@ pub struct Args {
     /// The notifier service's gRPC URL (the outbox relay publishes through it).
     #[arg(long, env = "NOTIFIER_URL", default_value = "http://127.0.0.1:50052")]
     pub notifier_url: String,
+    /// Deadline of each call to the notifier.
+    #[arg(long, env = "NOTIFIER_TIMEOUT", default_value = "5s", value_parser = ticketmesh_runtime::parse_duration)]
+    pub notifier_timeout: Duration,
     #[command(flatten)]
     pub fault: ticketmesh_runtime::FaultArgs,
 }
@@ -61,6 +64,7 @@ pub struct Events {
     storage: StorageServiceClient<Channel>,
     notifier: NotifierServiceClient<Channel>,
     storage_timeout: Duration,
+    notifier_timeout: Duration,
     /// Wakes the outbox relay when a new delivery is stored.
     relay: Arc<Notify>,
     /// The latest SNS notifications, newest first.
@@ -218,7 +222,7 @@ impl EventService for Events {
         let published = self
             .notifier
             .clone()
-            .publish(with_deadline(publish, self.storage_timeout))
+            .publish(with_deadline(publish, self.notifier_timeout))
             .await
             .map_err(|s| match s.code() {
                 Code::DeadlineExceeded | Code::Cancelled => {
@@ -335,11 +339,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let storage = StorageServiceClient::new(grpc::channel(&args.storage_url, args.storage_timeout)?);
     let wake = Arc::new(Notify::new());
-    let notifier = NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.storage_timeout)?);
+    let notifier = NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.notifier_timeout)?);
     let events = Events {
         storage: storage.clone(),
         notifier: notifier.clone(),
         storage_timeout: args.storage_timeout,
+        notifier_timeout: args.notifier_timeout,
         relay: wake.clone(),
         recent_sns: Arc::default(),
     };
@@ -360,7 +365,8 @@ pub async fn serve(
         storage,
         notifier,
         wake,
-        timeout: args.storage_timeout,
+        storage_timeout: args.storage_timeout,
+        notifier_timeout: args.notifier_timeout,
         batch: 200,
         unacked: Vec::new(),
     };

@@ -52,7 +52,10 @@ pub struct Relay {
     pub storage: StorageServiceClient<Channel>,
     pub notifier: NotifierServiceClient<Channel>,
     pub wake: Arc<Notify>,
-    pub timeout: Duration,
+    /// Deadline of each call to storage (fetch, ack).
+    pub storage_timeout: Duration,
+    /// Deadline of each publish through the notifier.
+    pub notifier_timeout: Duration,
     pub batch: i32,
     /// Published and confirmed, but storage did not take the acknowledgement
     /// (it was down): acknowledged first next round, not published again.
@@ -100,14 +103,14 @@ impl Relay {
         if !self.unacked.is_empty() {
             let ids = self.unacked.clone();
             self.storage
-                .ack_outbox(with_deadline(AckOutboxRequest { ids }, self.timeout))
+                .ack_outbox(with_deadline(AckOutboxRequest { ids }, self.storage_timeout))
                 .instrument(poll.clone())
                 .await?;
             self.unacked.clear();
         }
         let fetched = self
             .storage
-            .fetch_outbox(with_deadline(FetchOutboxRequest { limit: self.batch }, self.timeout))
+            .fetch_outbox(with_deadline(FetchOutboxRequest { limit: self.batch }, self.storage_timeout))
             .instrument(poll.clone())
             .await?
             .into_inner();
@@ -135,7 +138,12 @@ impl Relay {
                 // The notifier sends its publish span's context with the message.
                 headers: Default::default(),
             };
-            match self.notifier.publish(with_deadline(request, self.timeout)).instrument(span.clone()).await {
+            match self
+                .notifier
+                .publish(with_deadline(request, self.notifier_timeout))
+                .instrument(span.clone())
+                .await
+            {
                 Ok(_) => {
                     RELAYED.with_label_values(&["published"]).inc();
                     if let Some(lag) = committed.and_then(|t| t.elapsed().ok()) {
@@ -154,7 +162,7 @@ impl Relay {
         if !published.is_empty() {
             let acked = self
                 .storage
-                .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.timeout))
+                .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.storage_timeout))
                 .instrument(poll)
                 .await;
             if let Err(status) = acked {

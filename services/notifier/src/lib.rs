@@ -240,23 +240,14 @@ impl NotifierService for Notifier {
     }
 }
 
-/// Keeps health in step with the broker, reconnecting with backoff.
-async fn watch_bus(bus: Arc<Bus>, health: Health, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut backoff = Backoff::default();
-    loop {
-        let up = bus.check().await;
-        health.set_serving(up).await;
-        let pause = if up {
-            backoff.reset();
-            Duration::from_secs(2)
-        } else {
-            backoff.next_delay()
-        };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(pause) => {}
-        }
-    }
+/// Keeps health in step with the broker, reconnecting with backoff (asked
+/// every 2 s while it answers).
+async fn watch_bus(bus: Arc<Bus>, health: Health, stop: tokio::sync::watch::Receiver<bool>) {
+    let check = move || {
+        let bus = bus.clone();
+        async move { bus.check().await }
+    };
+    health.follow(check, Duration::from_secs(2), Backoff::default(), stop).await;
 }
 
 /// Serves the notifier on already bound listeners until `shutdown`.

@@ -78,9 +78,10 @@ async fn put_faults(
             faults.set(rules);
             Ok(faults_body(&faults))
         }
-        Err(message) => {
-            Err((StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_fault_rules", "message": message}))))
-        }
+        Err(error) => Err((
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_fault_rules", "message": error.to_string()})),
+        )),
     }
 }
 

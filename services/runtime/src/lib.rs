@@ -1,15 +1,20 @@
-//! What every ticketmesh binary does the same way: telemetry (logs, traces,
-//! metrics, error tracking), the admin server
-//! (`/health`, `/ready`, `/metrics`), graceful shutdown, reconnect backoff, and
-//! the gRPC server and client plumbing (health, reflection, deadlines).
+//! What every ticketmesh binary does the same way, by role:
+//!
+//! - serving: [`grpc`] (the gRPC server with health and reflection, client
+//!   channels with deadlines, and the observation of every call), [`admin`]
+//!   (the admin HTTP server: `/health`, `/ready`, `/metrics`, `/faults`),
+//!   [`shutdown`] (SIGINT/SIGTERM);
+//! - telemetry: [`telemetry`] (logs and traces), [`metrics`] (the Prometheus
+//!   registry's helpers), [`sentry`] (error tracking);
+//! - resilience: [`backoff`] (reconnect pacing), [`faults`] (fault injection,
+//!   switched on and off at run time).
 
 pub mod admin;
 pub mod backoff;
-pub mod errors;
 pub mod faults;
 pub mod grpc;
 pub mod metrics;
-pub mod rpc;
+pub mod sentry;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -49,7 +49,7 @@ impl Telemetry {
     }
 
     fn flush(&mut self) {
-        crate::errors::flush();
+        crate::sentry::flush();
         if let Some(provider) = self.provider.take()
             && let Err(error) = provider.shutdown()
         {
@@ -121,8 +121,8 @@ fn install(service: &'static str, logs: bool) -> Telemetry {
         .with_tracer(tracer)
         .with_error_records_to_exceptions(true)
         .with_filter(LevelFilter::INFO);
-    let sentry = crate::errors::init(service);
-    let errors = matches!(sentry, Ok(true)).then(crate::errors::layer);
+    let sentry = crate::sentry::init(service);
+    let errors = matches!(sentry, Ok(true)).then(crate::sentry::layer);
     let installed = tracing_subscriber::registry().with(logs).with(traces).with(errors).try_init().is_ok();
     if !installed {
         let _ = provider.shutdown();

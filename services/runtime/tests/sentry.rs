@@ -24,20 +24,20 @@ async fn errors_and_panics_reach_sentry_only_with_a_dsn() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    tracing_subscriber::registry().with(ticketmesh_runtime::errors::layer()).init();
+    tracing_subscriber::registry().with(ticketmesh_runtime::sentry::layer()).init();
 
     // Without a DSN nothing starts, and an error goes nowhere.
-    assert_eq!(ticketmesh_runtime::errors::start("app-test", None), Ok(false));
+    assert_eq!(ticketmesh_runtime::sentry::start("app-test", None), Ok(false));
     assert!(sentry::Hub::current().client().is_none());
-    assert!(ticketmesh_runtime::errors::start("app-test", Some("not a dsn")).is_err());
+    assert!(ticketmesh_runtime::sentry::start("app-test", Some("not a dsn")).is_err());
 
     let dsn = format!("http://publickey@{addr}/42");
-    assert_eq!(ticketmesh_runtime::errors::start("app-test", Some(&dsn)), Ok(true));
+    assert_eq!(ticketmesh_runtime::sentry::start("app-test", Some(&dsn)), Ok(true));
     tracing::warn!("a breadcrumb before the error");
     tracing::error!(ticket = "T-1", "storage refused the batch");
     let panicked = std::thread::spawn(|| panic!("the relay lost its place")).join();
     assert!(panicked.is_err());
-    ticketmesh_runtime::errors::flush();
+    ticketmesh_runtime::sentry::flush();
 
     let mut received = String::new();
     let wait = async {

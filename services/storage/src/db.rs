@@ -747,6 +747,7 @@ mod tests {
     }
 
     #[tokio::test]
+    #[ignore = "needs PostgreSQL (make test runs it)"]
     async fn postgres_batches_store_what_sequential_writes_would() {
         use sqlx::Connection;
         let admin = std::env::var("TEST_POSTGRES_URL")

@@ -7,7 +7,14 @@ pub mod db;
 pub mod stats;
 pub mod writer;
 
-use std::{future::Future, sync::LazyLock, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use clap::Parser;
 use prometheus::IntGauge;
@@ -237,37 +244,36 @@ impl StorageService for Storage {
 }
 
 /// Migrates, then keeps health in step with the database: NOT_SERVING while
-/// it cannot be reached, SERVING again by itself when it answers.
-async fn watch_database(db: Database, health: Health, timeout: Duration, mut stop: watch::Receiver<bool>) {
-    let mut migrated = false;
-    let mut backoff = Backoff::default();
-    loop {
-        let check = async { if migrated { db.ping().await } else { db.migrate().await } };
-        let result = match tokio::time::timeout(timeout, check).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!("no answer in {timeout:?}"))),
-        };
-        let reachable = match result {
-            Ok(()) => {
-                if !migrated {
-                    tracing::info!(backend = ?db.backend(), "database migrated");
+/// it cannot be reached, SERVING again by itself when it answers (asked
+/// every second while it does, with backoff while it does not).
+async fn watch_database(db: Database, health: Health, timeout: Duration, stop: watch::Receiver<bool>) {
+    // Set once the migrations have run: from then on a check is a ping.
+    let migrated = Arc::new(AtomicBool::new(false));
+    let check = move || {
+        let (db, migrated) = (db.clone(), migrated.clone());
+        async move {
+            let first = !migrated.load(Ordering::Relaxed);
+            let check = async { if first { db.migrate().await } else { db.ping().await } };
+            let result = match tokio::time::timeout(timeout, check).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable(format!("no answer in {timeout:?}"))),
+            };
+            match result {
+                Ok(()) => {
+                    if first {
+                        tracing::info!(backend = ?db.backend(), "database migrated");
+                        migrated.store(true, Ordering::Relaxed);
+                    }
+                    true
                 }
-                migrated = true;
-                backoff.reset();
-                true
+                Err(error) => {
+                    tracing::warn!(%error, "database not reachable, retrying");
+                    false
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, "database not reachable, retrying");
-                false
-            }
-        };
-        health.set_serving(reachable).await;
-        let pause = if reachable { Duration::from_secs(1) } else { backoff.next_delay() };
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep(pause) => {}
         }
-    }
+    };
+    health.follow(check, Duration::from_secs(1), Backoff::default(), stop).await;
 }
 
 /// Serves storage on already bound listeners until `shutdown`.

@@ -2,9 +2,7 @@
 //! and v1alpha, so grpcurl works with no .proto files.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
-
-use common::*;
+use rig::*;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};

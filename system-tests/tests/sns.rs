@@ -5,15 +5,14 @@
 //! forged ones are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use rig::*;
 use serde_json::{Value, json};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
+#[ignore = "needs LocalStack's SNS (make test runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_goes_through_sns_and_comes_back_with_its_trace() {
     let backend = Backend::sqlite();
@@ -201,6 +200,7 @@ async fn localstack(client: &reqwest::Client, account: &str, form: &[(&str, &str
 /// with, forged ones, ones naming a foreign certificate host, and a real
 /// signed confirmation of another account's topic of the same name are each
 /// refused, and none of them is recorded.
+#[ignore = "needs RabbitMQ and LocalStack's SNS (make test runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_sns_deliveries_verify_and_forged_ones_are_refused() {
     let (recorder_url, deliveries, target) = recorder().await;

@@ -1,9 +1,14 @@
-//! The test harness: the four services started in-process on port 0 and
-//! talking gRPC over loopback, each test with its own database (a fresh
-//! PostgreSQL database or SQLite file) and its own Redis key prefix.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! The rig every system test uses, compiled once for all the suites in
+//! `tests/`: the four services started in-process on port 0 and talking gRPC
+//! over loopback ([`Stack`]), or the real binaries as child processes
+//! ([`procs`]); each test with its own database (a fresh PostgreSQL database
+//! or SQLite file), its own Redis key prefix and its own exchange, so the
+//! suites run in parallel. A test rig fails loudly: it unwraps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod amqp;
+pub mod load;
+pub mod metrics;
 pub mod procs;
 
 use std::{
@@ -35,6 +40,24 @@ pub fn sns_endpoint() -> String {
 
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A free port on loopback, picked before a process binds it (so a process
+/// killed and started again comes back on it).
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+/// The host:port of a URL such as `postgres://user@host:5432/db`.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+/// `url` with its host:port replaced by `addr` (a proxy's).
+pub fn through(url: &str, addr: &str) -> String {
+    url.replacen(&host_port(url), addr, 1)
 }
 
 /// A name no other test (in this run or a parallel one) uses.
@@ -187,6 +210,7 @@ impl Stack {
             admin_addr: ea_addr.to_string(),
             storage_url: storage_url.clone(),
             storage_timeout: timeout,
+            notifier_timeout: timeout,
             notifier_url: format!("http://{ng_addr}"),
             fault: fault(1),
         };

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-static GUARD: OnceLock<sentry::ClientInitGuard> = OnceLock::new();
+static GUARD: OnceLock<::sentry::ClientInitGuard> = OnceLock::new();
 
 /// The tracing layer that forwards events to Sentry; inert until [`init`]
 /// binds a client.
@@ -12,7 +12,7 @@ pub fn layer<S>() -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+    use ::sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
     use tracing::Level;
     use tracing_subscriber::{
         Layer,
@@ -36,15 +36,15 @@ pub fn start(service: &'static str, dsn: Option<&str>) -> Result<bool, String> {
         return Ok(false);
     };
     let dsn = dsn
-        .parse::<sentry::types::Dsn>()
+        .parse::<::sentry::types::Dsn>()
         .map_err(|e| format!("SENTRY_DSN is not a Sentry DSN ({e}); error tracking is off"))?;
     let environment = std::env::var("DEPLOYMENT_ENVIRONMENT").unwrap_or_else(|_| "local".to_owned());
-    let mut options = sentry::ClientOptions::default();
+    let mut options = ::sentry::ClientOptions::default();
     options.dsn = Some(dsn);
     options.release = Some(format!("{service}@{}", env!("CARGO_PKG_VERSION")).into());
     options.environment = Some(environment.into());
     options.server_name = Some(service.into());
-    let guard = sentry::init(options);
+    let guard = ::sentry::init(options);
     let started = guard.is_enabled();
     let _ = GUARD.set(guard);
     Ok(started)

@@ -3,12 +3,10 @@
 //! payloads all parse, and its canary tells a working stack from a broken one.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
-
 use std::time::Duration;
 
 use clap::Parser;
-use common::*;
+use rig::*;
 
 fn args(base: &str, extra: &[&str]) -> app_simulator::Args {
     let mut argv = vec!["app-simulator", "--url", base, "--secret", SECRET];
@@ -16,6 +14,7 @@ fn args(base: &str, extra: &[&str]) -> app_simulator::Args {
     app_simulator::Args::try_parse_from(argv).unwrap()
 }
 
+#[ignore = "needs PostgreSQL and Redis (make test runs it)"]
 #[tokio::test]
 async fn simulated_load_is_stored_exactly_as_reported() {
     let backend = Backend::postgres(true).await;

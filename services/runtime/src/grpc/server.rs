@@ -1,6 +1,8 @@
-//! gRPC plumbing shared by the services: a server with health and reflection
-//! (v1 and v1alpha) already mounted, and lazily connecting client channels
-//! with a deadline on every call. Both sides are observed by [`crate::rpc`].
+//! The server every service runs: tonic with `grpc.health.v1.Health` and
+//! reflection (v1 and v1alpha) mounted, per-connection limits, its calls
+//! observed ([`super::observe`]) and checked against the fault rules, and the
+//! admin HTTP server beside it. [`Health`] keeps the gRPC health and `/ready`
+//! in step, and follows a dependency ([`Health::follow`]).
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
@@ -9,15 +11,15 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::RoutesBuilder,
-    transport::{Endpoint, Server, server::TcpIncoming},
+    transport::{Server, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::Layer as _;
 
+use super::{channel::until_true, observe::ServerLayer};
 use crate::{
     Readiness, admin,
+    backoff::Backoff,
     faults::{FaultLayer, Faults, Targets},
-    rpc::{ClientLayer, Observed, ServerLayer},
 };
 
 /// HTTP/2 streams one client connection may have open (a live Subscribe
@@ -27,9 +29,6 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 512;
 /// Calls one client connection may have in progress before further ones are
 /// refused; the gateway's own admission limits stay well below it.
 pub const MAX_CALLS_PER_CONNECTION: usize = 256;
-
-/// A client channel with every call observed (trace context, span, metrics).
-pub type Channel = Observed<tonic::transport::Channel>;
 
 /// Health of a gRPC server, kept in step with its `/ready`: one switch sets
 /// the overall status ("") and every named service's.
@@ -60,6 +59,33 @@ impl Health {
     pub fn readiness(&self) -> Readiness {
         self.ready.clone()
     }
+
+    /// Keeps this status in step with a dependency until `stop` turns true:
+    /// SERVING exactly while `check` says the dependency answers. While it
+    /// does, `check` runs again after `every`; while it does not, after
+    /// `retry`'s next delay (which starts over once it answers again).
+    pub async fn follow<F: Future<Output = bool>>(
+        self,
+        mut check: impl FnMut() -> F,
+        every: Duration,
+        mut retry: Backoff,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let up = check().await;
+            self.set_serving(up).await;
+            let pause = if up {
+                retry.reset();
+                every
+            } else {
+                retry.next_delay()
+            };
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
 }
 
 /// A tonic server with `grpc.health.v1.Health` and reflection mounted, served
@@ -82,9 +108,9 @@ impl GrpcServer {
         // only what this server serves is listed.
         let reflection = || {
             let listed = services.iter().copied().chain([
-                "grpc.health.v1.Health",
-                "grpc.reflection.v1.ServerReflection",
-                "grpc.reflection.v1alpha.ServerReflection",
+                tonic_health::pb::health_server::SERVICE_NAME,
+                tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+                tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
             ]);
             listed.fold(
                 tonic_reflection::server::Builder::configure()
@@ -163,60 +189,5 @@ impl GrpcServer {
         let _ = stop.send(true);
         admin.await??;
         Ok(served?)
-    }
-}
-
-/// A client channel that connects on first use (so a peer that is not up yet
-/// does not stop the caller from starting) and reconnects by itself. Every
-/// call on it is bounded by `deadline`.
-pub fn channel(uri: &str, deadline: Duration) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(uri.to_owned())
-        .map_err(|e| anyhow::anyhow!("invalid gRPC address {uri:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(2).min(deadline))
-        .timeout(deadline)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10));
-    Ok(ClientLayer.layer(endpoint.connect_lazy()))
-}
-
-/// Sets the gRPC deadline header on an outgoing request, so the server
-/// stops working on it when the caller has given up.
-pub fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(deadline);
-    request
-}
-
-/// Asks a peer's `grpc.health.v1.Health` whether `service` is SERVING.
-/// Any error, NOT_SERVING or no answer within `timeout` counts as no.
-pub async fn is_serving(channel: Channel, service: &str, timeout: Duration) -> bool {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let request = with_deadline(HealthCheckRequest { service: service.to_owned() }, timeout);
-    let answer = tokio::time::timeout(timeout, HealthClient::new(channel).check(request)).await;
-    matches!(answer, Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-}
-
-/// Resolves once the flag turns true (or its sender is gone).
-pub async fn until_true(mut flag: watch::Receiver<bool>) {
-    let _ = flag.wait_for(|set| *set).await;
-}
-
-/// Keeps `health` in step with a dependency's health until `stop` turns true:
-/// this service serves exactly while the one it needs does.
-pub async fn follow_dependency(
-    channel: Channel,
-    service: &'static str,
-    health: Health,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let serving = is_serving(channel.clone(), service, Duration::from_secs(1)).await;
-        health.set_serving(serving).await;
-        let pause = if serving { Duration::from_secs(2) } else { Duration::from_millis(500) };
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            () = tokio::time::sleep(pause) => {}
-        }
     }
 }

@@ -13,7 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const binDir = process.env.BIN_DIR || path.join(root, "target/debug");
 const artifacts = process.env.ARTIFACTS || path.join(root, "data/artifacts");
 const secret = "ui-test-secret-0123456789abcdef01";

@@ -401,16 +401,20 @@ mod tests {
 
     #[test]
     fn methods_come_from_the_descriptors_with_their_kind() {
-        let ingest = method("/ticketmesh.v1.EventService/IngestWebhook");
+        use ticketmesh_proto::v1::{event_service_server, notifier_service_server};
+        use tonic_health::pb::health_server;
+        use tonic_reflection::pb::v1::server_reflection_server;
+        let path = |service: &str, name: &str| method(&format!("/{service}/{name}"));
+        let ingest = path(event_service_server::SERVICE_NAME, "IngestWebhook");
         assert_eq!(
             (ingest.service.as_str(), ingest.method.as_str()),
-            ("ticketmesh.v1.EventService", "IngestWebhook")
+            (event_service_server::SERVICE_NAME, "IngestWebhook")
         );
         assert_eq!(ingest.kind, "unary");
         assert!(ingest.traced);
-        assert_eq!(method("/ticketmesh.v1.NotifierService/Subscribe").kind, "server_stream");
-        assert!(!method("/grpc.health.v1.Health/Check").traced);
-        assert_eq!(method("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").kind, "bidi_stream");
+        assert_eq!(path(notifier_service_server::SERVICE_NAME, "Subscribe").kind, "server_stream");
+        assert!(!path(health_server::SERVICE_NAME, "Check").traced);
+        assert_eq!(path(server_reflection_server::SERVICE_NAME, "ServerReflectionInfo").kind, "bidi_stream");
         assert_eq!(method("/no.such.Service/Nothing").service, "unknown");
     }
 

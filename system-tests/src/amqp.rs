@@ -13,7 +13,7 @@ use lapin::{
 };
 use tokio_stream::StreamExt;
 
-use super::{Backend, amqp_url};
+use crate::{Backend, amqp_url};
 
 /// A test's own exchange and an exclusive queue bound to `ticket.*`.
 pub struct Listener {

@@ -1,7 +1,6 @@
 //! The real binaries as child processes (built by `cargo build --workspace
 //! --bins`, which `make test` runs first), each exporting its spans over
 //! OTLP/gRPC to an in-test collector and writing JSON logs the test reads.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     collections::HashMap,
@@ -174,7 +173,7 @@ struct Service {
 /// there), which `make run` starts on fixed ports; the tests take the names
 /// and the wiring, and free ports.
 fn topology() -> Vec<Service> {
-    include_str!("../../../scripts/topology.txt")
+    include_str!("../../scripts/topology.txt")
         .lines()
         .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
         .map(|line| {
@@ -199,11 +198,11 @@ fn topology() -> Vec<Service> {
         .collect()
 }
 
-/// Where the workspace's binaries are: next to this test's own binary's
-/// directory (target/<profile>).
+/// Where the workspace's binaries are: target/<profile>, the parent of the
+/// `deps/` directory that holds the running test executable.
 fn binary(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_app-gateway")).parent().unwrap().to_path_buf();
-    let path = dir.join(name);
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace --bins` first (make test does)",
@@ -294,56 +293,69 @@ impl Proc {
     }
 }
 
-/// Backends of a process stack.
+/// How a process stack is wired beyond the topology: its backends (their
+/// URLs may go through a test's [`crate::Proxy`]), where spans go, and any
+/// further environment.
 #[derive(Default)]
 pub struct Setup {
     pub database_url: String,
+    /// (REDIS_URL, CACHE_PREFIX).
     pub redis: Option<(String, String)>,
+    /// (AMQP_URL, AMQP_EXCHANGE).
     pub amqp: Option<(String, String)>,
     pub sns: Option<String>,
+    /// The OTLP endpoint every binary exports its spans to.
+    pub otlp: Option<String>,
     /// OTEL_BSP_SCHEDULE_DELAY in ms.
     pub export_delay_ms: u64,
     /// FAULTS of the storage service.
     pub storage_faults: String,
+    /// (binary, variable, value) set last, so it overrides the rest: e.g. a
+    /// shorter timeout for a test that cuts a backend.
+    pub extra: Vec<(&'static str, &'static str, String)>,
 }
 
-/// The four binaries wired together on loopback, exporting to one collector.
+/// The binaries of the topology wired together on loopback. Every listener
+/// is on a port picked at start, so a binary killed and spawned again comes
+/// back where its callers look for it.
 pub struct Procs {
-    pub storage: Proc,
-    pub notifier: Proc,
-    pub event: Proc,
-    pub gateway: Proc,
+    procs: HashMap<&'static str, Proc>,
+    env: HashMap<&'static str, Vec<(&'static str, String)>>,
+    admins: HashMap<&'static str, String>,
     pub base: String,
 }
 
 impl Procs {
-    pub async fn start(setup: Setup, otlp: &str) -> Self {
-        // The gateway's address must be known before the notifier subscribes it to SNS.
-        let http = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().to_string()
+    pub async fn start(setup: Setup) -> Self {
+        let topology = topology();
+        // Every listener's address first: callers are wired to their callees'
+        // addresses, and the notifier subscribes the gateway's to SNS.
+        let addrs: HashMap<(&str, &str), String> = topology
+            .iter()
+            .flat_map(|s| s.addrs.iter().map(move |variable| ((s.name, *variable), crate::free_addr())))
+            .collect();
+        let http = addrs[&("app-gateway", "HTTP_ADDR")].clone();
+        let mut procs = Self {
+            procs: HashMap::new(),
+            env: HashMap::new(),
+            admins: HashMap::new(),
+            base: format!("http://{http}"),
         };
-        let mut started: HashMap<&str, Proc> = HashMap::new();
         // From the topology's last line up: what each calls is already listening.
-        for service in topology().into_iter().rev() {
-            let mut env = vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.to_owned()),
-                ("OTEL_SERVICE_NAME", service.name.to_owned()),
-                ("OTEL_BSP_SCHEDULE_DELAY", setup.export_delay_ms.to_string()),
-                ("DEPLOYMENT_ENVIRONMENT", "test".to_owned()),
-            ];
-            for variable in service.addrs {
-                // The gateway's http address is the one picked above; every other
-                // listener takes a free port and logs the address it got ("listening").
-                let addr = if (service.name, variable) == ("app-gateway", "HTTP_ADDR") {
-                    http.clone()
-                } else {
-                    "127.0.0.1:0".to_owned()
-                };
-                env.push((variable, addr));
+        for service in topology.into_iter().rev() {
+            let mut env = vec![("DEPLOYMENT_ENVIRONMENT", "test".to_owned())];
+            if let Some(otlp) = &setup.otlp {
+                env.extend([
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone()),
+                    ("OTEL_SERVICE_NAME", service.name.to_owned()),
+                    ("OTEL_BSP_SCHEDULE_DELAY", setup.export_delay_ms.to_string()),
+                ]);
             }
-            for (variable, callee) in service.calls {
-                env.push((variable, format!("http://{}", started[callee].addr("grpc"))));
+            for variable in &service.addrs {
+                env.push((variable, addrs[&(service.name, *variable)].clone()));
+            }
+            for (variable, callee) in &service.calls {
+                env.push((variable, format!("http://{}", addrs[&(*callee, "GRPC_ADDR")])));
             }
             match service.name {
                 "app-storage" => {
@@ -371,41 +383,61 @@ impl Procs {
                     }
                 }
                 "app-gateway" => {
-                    env.push(("WEBHOOK_SECRET", super::SECRET.to_owned()));
+                    env.push(("WEBHOOK_SECRET", crate::SECRET.to_owned()));
                     if let Some(endpoint) = &setup.sns {
                         env.push(("SNS_CERT_ORIGINS", endpoint.clone()));
                     }
                 }
                 _ => {}
             }
-            started.insert(service.name, Proc::start(service.name, &env).await);
+            env.extend(
+                setup
+                    .extra
+                    .iter()
+                    .filter(|(name, ..)| *name == service.name)
+                    .map(|(_, k, v)| (*k, v.clone())),
+            );
+            if let Some(admin) = addrs.get(&(service.name, "ADMIN_ADDR")) {
+                procs.admins.insert(service.name, format!("http://{admin}"));
+            }
+            procs.env.insert(service.name, env);
+            procs.spawn(service.name).await;
         }
-        let mut take = |name: &str| {
-            started.remove(name).unwrap_or_else(|| panic!("{name} is not in scripts/topology.txt"))
-        };
-        let procs = Self {
-            storage: take("app-storage"),
-            notifier: take("app-notifier"),
-            event: take("app-event"),
-            gateway: take("app-gateway"),
-            base: format!("http://{http}"),
-        };
         procs.ready().await;
         procs
     }
 
-    async fn ready(&self) {
+    /// Starts `name` (again) with its environment and ports.
+    pub async fn spawn(&mut self, name: &'static str) {
+        let proc = Proc::start(name, &self.env[name]).await;
+        self.procs.insert(name, proc);
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub async fn kill(&mut self, name: &'static str) {
+        self.take(name).kill().await;
+    }
+
+    /// The running binary `name`, taken out of the stack (for a test that
+    /// stops it itself).
+    pub fn take(&mut self, name: &str) -> Proc {
+        self.procs.remove(name).unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
+    pub fn get(&self, name: &str) -> &Proc {
+        self.procs.get(name).unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
+    /// Until the gateway and the notifier both report ready.
+    pub async fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::new();
         loop {
-            let ready =
-                client.get(format!("{}/ready", self.base)).send().await.is_ok_and(|r| r.status() == 200);
-            let notifier = client
-                .get(format!("http://{}/ready", self.notifier.addr("admin")))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ready && notifier {
+            let mut ready = true;
+            for url in [self.url("/ready"), self.admin("app-notifier", "/ready")] {
+                ready &= client.get(url).send().await.is_ok_and(|r| r.status() == 200);
+            }
+            if ready {
                 return;
             }
             assert!(Instant::now() < deadline, "the process stack did not become ready in 30 s");
@@ -417,111 +449,20 @@ impl Procs {
         format!("{}{path}", self.base)
     }
 
-    pub fn admin(&self, proc: &Proc, path: &str) -> String {
-        format!("http://{}{path}", proc.addr("admin"))
+    /// A path on binary `name`'s admin port.
+    pub fn admin(&self, name: &str, path: &str) -> String {
+        let base = self.admins.get(name).unwrap_or_else(|| panic!("{name} has no admin port"));
+        format!("{base}{path}")
     }
 
-    /// SIGTERM to each, gateway first; all must exit 0.
-    pub async fn terminate(self) {
-        for proc in [self.gateway, self.event, self.notifier, self.storage] {
-            let name = proc.name;
-            let status = proc.terminate().await;
-            assert!(status.success(), "{name} exited with {status}");
+    /// SIGTERM to each still running, callers first (from the topology's
+    /// first line down); all must exit 0.
+    pub async fn terminate(mut self) {
+        for service in topology() {
+            if let Some(proc) = self.procs.remove(service.name) {
+                let status = proc.terminate().await;
+                assert!(status.success(), "{} exited with {status}", service.name);
+            }
         }
     }
-}
-
-/// Prometheus text, checked line by line against the exposition format:
-/// every sample belongs to a family with HELP and TYPE, names and labels
-/// are well formed, values are numbers. Returns the samples.
-pub fn parse_prometheus(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
-    let valid_name = |n: &str| {
-        !n.is_empty()
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            && !n.starts_with(|c: char| c.is_ascii_digit())
-    };
-    let mut typed: HashMap<String, String> = HashMap::new();
-    let mut samples = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let (kind, name, what) =
-                (parts.next().unwrap(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            assert!(valid_name(name), "bad family name in {line:?}");
-            if kind == "TYPE" {
-                assert!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&what),
-                    "bad TYPE in {line:?}"
-                );
-                typed.insert(name.to_owned(), what.to_owned());
-            } else {
-                assert_eq!(kind, "HELP", "unknown comment {line:?}");
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("value {v:?} is not a number in {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
-                (name, parse_labels(body, line))
-            }
-            None => (series, HashMap::new()),
-        };
-        assert!(valid_name(name), "bad metric name in {line:?}");
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).is_some_and(|t| t == "histogram")))
-            .unwrap_or(name);
-        assert!(typed.contains_key(family), "sample {name} has no TYPE line");
-        samples.push((name.to_owned(), labels, value));
-    }
-    samples
-}
-
-fn parse_labels(body: &str, line: &str) -> HashMap<String, String> {
-    let mut labels = HashMap::new();
-    let mut rest = body;
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad label in {line:?}"));
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c @ ('\\' | '"'))) => value.push(c),
-                    other => panic!("bad escape {other:?} in {line:?}"),
-                },
-                Some((i, '"')) => break i,
-                Some((_, c)) => value.push(c),
-                None => panic!("unterminated label value in {line:?}"),
-            }
-        };
-        assert!(
-            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "bad label name {key:?}"
-        );
-        labels.insert(key.to_owned(), value);
-        rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
-    }
-    labels
-}
-
-/// The sum of the samples named `name` whose labels include `labels` (0
-/// when there is none).
-pub fn sample(
-    samples: &[(String, HashMap<String, String>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    samples
-        .iter()
-        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).is_some_and(|x| x == v)))
-        .map(|(_, _, v)| v)
-        .sum()
 }
