@@ -37,40 +37,53 @@ psql "$PG_ADMIN" -qc "CREATE DATABASE $db" >/dev/null
 base=${PG_ADMIN%/*}
 
 export LOG_FORMAT=json WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234
-env GRPC_ADDR=127.0.0.1:25053 ADMIN_ADDR=127.0.0.1:29003 DATABASE_URL="$base/$db" REDIS_URL="$REDIS" \
-  CACHE_PREFIX="$db" "$bin/app-storage" >"$work/storage.log" 2>&1 & pids+=($!)
-env GRPC_ADDR=127.0.0.1:25052 ADMIN_ADDR=127.0.0.1:29002 "$bin/app-notifier" >"$work/notifier.log" 2>&1 & pids+=($!)
-env GRPC_ADDR=127.0.0.1:25051 ADMIN_ADDR=127.0.0.1:29001 STORAGE_URL=http://127.0.0.1:25053 NOTIFIER_URL=http://127.0.0.1:25052 \
-  "$bin/app-event" >"$work/event.log" 2>&1 & pids+=($!)
-env HTTP_ADDR=127.0.0.1:28080 EVENT_URL=http://127.0.0.1:25051 STORAGE_URL=http://127.0.0.1:25053 NOTIFIER_URL=http://127.0.0.1:25052 \
-  "$bin/app-gateway" >"$work/gateway.log" 2>&1 & pids+=($!)
+# The local topology, every port moved into 2xxxx (8080 → 28080, 50051 →
+# 20051, 9001 → 29001) so this runs beside `make run`.
+source scripts/topology.sh
+for key in "${!port[@]}"; do
+  if [ "${port[$key]}" != - ]; then port[$key]=$((port[$key] % 10000 + 20000)); fi
+done
+gw=http://127.0.0.1:${port[app-gateway.http]}
+start() { # name, then its environment beyond the topology's
+  local name=$1 env; shift
+  mapfile -t env < <(topology_env "$name")
+  env "${env[@]}" "$@" "$bin/$name" >"$work/${name#app-}.log" 2>&1 &
+  pids+=($!)
+}
+# From the topology's last line up: what each calls is already listening.
+for ((i = ${#services[@]} - 1; i >= 0; i--)); do
+  case ${services[i]} in
+    app-storage) start app-storage DATABASE_URL="$base/$db" REDIS_URL="$REDIS" CACHE_PREFIX="$db" ;;
+    *) start "${services[i]}" ;;
+  esac
+done
 
 for _ in $(seq 1 100); do
-  curl -sf http://127.0.0.1:28080/ready >/dev/null 2>&1 && break
+  curl -sf "$gw/ready" >/dev/null 2>&1 && break
   sleep 0.2
 done
-check "gateway ready (event and storage SERVING)" curl -sf http://127.0.0.1:28080/ready
+check "gateway ready (event and storage SERVING)" curl -sf "$gw/ready"
 
 number=PETZIE2E$$
-check "signed webhook accepted" bash -c "WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234 scripts/send-webhook.sh $number http://127.0.0.1:28080 | grep -q '\"duplicate\":false'"
-check "replay answered as duplicate" bash -c "WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234 scripts/send-webhook.sh $number http://127.0.0.1:28080 | grep -q '\"duplicate\":true'"
-check "ticket read back with its exact price" bash -c "curl -sf http://127.0.0.1:28080/api/tickets/$number | grep -q '\"amount\":\"42.50\"'"
-check "wrong secret rejected with 401" bash -c "WEBHOOK_SECRET=wrong scripts/send-webhook.sh X http://127.0.0.1:28080 | grep -q invalid_signature"
+check "signed webhook accepted" bash -c "WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234 scripts/send-webhook.sh $number $gw | grep -q '\"duplicate\":false'"
+check "replay answered as duplicate" bash -c "WEBHOOK_SECRET=e2e-secret-0123456789abcdef01234 scripts/send-webhook.sh $number $gw | grep -q '\"duplicate\":true'"
+check "ticket read back with its exact price" bash -c "curl -sf $gw/api/tickets/$number | grep -q '\"amount\":\"42.50\"'"
+check "wrong secret rejected with 401" bash -c "WEBHOOK_SECRET=wrong scripts/send-webhook.sh X $gw | grep -q invalid_signature"
 check "outbox relayed through the notifier (in-process bus)" bash -c "for _ in \$(seq 1 50); do [ \"\$(psql '$base/$db' -tAc 'SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL')\" = 0 ] && exit 0; sleep 0.2; done; exit 1"
 check "stored exactly once in PostgreSQL" bash -c "[ \"\$(psql '$base/$db' -tAc \"SELECT COUNT(*) FROM events WHERE ticket_number = '$number'\")\" = 1 ]"
 
-for served in 25051:EventService 25052:NotifierService 25053:StorageService; do
-  port=${served%%:*} service=ticketmesh.v1.${served#*:}
-  check "grpcurl list on :$port lists $service and no other ticketmesh service (reflection v1alpha)" \
-    bash -c "'$GRPCURL' -plaintext 127.0.0.1:$port list > '$work/list' && grep -q '^$service\$' '$work/list' && [ \"\$(grep -c '^ticketmesh' '$work/list')\" = 1 ]"
-  check "grpcurl describe on :$port" bash -c "'$GRPCURL' -plaintext 127.0.0.1:$port describe ticketmesh.v1.TicketEvent | grep -q delivery_id"
-  check "grpcurl health check on :$port" bash -c "'$GRPCURL' -plaintext 127.0.0.1:$port grpc.health.v1.Health/Check | grep -q SERVING"
+for served in app-event:EventService app-notifier:NotifierService app-storage:StorageService; do
+  grpc=${port[${served%%:*}.grpc]} service=ticketmesh.v1.${served#*:}
+  check "grpcurl list on :$grpc lists $service and no other ticketmesh service (reflection v1alpha)" \
+    bash -c "'$GRPCURL' -plaintext 127.0.0.1:$grpc list > '$work/list' && grep -q '^$service\$' '$work/list' && [ \"\$(grep -c '^ticketmesh' '$work/list')\" = 1 ]"
+  check "grpcurl describe on :$grpc" bash -c "'$GRPCURL' -plaintext 127.0.0.1:$grpc describe ticketmesh.v1.TicketEvent | grep -q delivery_id"
+  check "grpcurl health check on :$grpc" bash -c "'$GRPCURL' -plaintext 127.0.0.1:$grpc grpc.health.v1.Health/Check | grep -q SERVING"
 done
-check "storage health names its service" bash -c "'$GRPCURL' -plaintext -d '{\"service\":\"ticketmesh.v1.StorageService\"}' 127.0.0.1:25053 grpc.health.v1.Health/Check | grep -q '\"SERVING\"'"
-check "grpcurl GetTicket through reflection" bash -c "'$GRPCURL' -plaintext -d '{\"number\":\"$number\"}' 127.0.0.1:25053 ticketmesh.v1.StorageService/GetTicket | grep -q '\"CHF\"'"
-check "hello answers with SNS disabled" bash -c "curl -sf http://127.0.0.1:28080/ | grep -q '\"status\":\"disabled\"'"
-check "admin /metrics serves Prometheus text" bash -c "curl -sf http://127.0.0.1:29003/metrics | grep -q '^storage_commit_batch_size_count'"
-check "gateway /metrics counts the webhooks" bash -c "curl -sf http://127.0.0.1:28080/metrics | grep -q 'webhook_requests_total{status=\"duplicate\"} 1'"
+check "storage health names its service" bash -c "'$GRPCURL' -plaintext -d '{\"service\":\"ticketmesh.v1.StorageService\"}' 127.0.0.1:${port[app-storage.grpc]} grpc.health.v1.Health/Check | grep -q '\"SERVING\"'"
+check "grpcurl GetTicket through reflection" bash -c "'$GRPCURL' -plaintext -d '{\"number\":\"$number\"}' 127.0.0.1:${port[app-storage.grpc]} ticketmesh.v1.StorageService/GetTicket | grep -q '\"CHF\"'"
+check "hello answers with SNS disabled" bash -c "curl -sf $gw/ | grep -q '\"status\":\"disabled\"'"
+check "admin /metrics serves Prometheus text" bash -c "curl -sf http://127.0.0.1:${port[app-storage.admin]}/metrics | grep -q '^storage_commit_batch_size_count'"
+check "gateway /metrics counts the webhooks" bash -c "curl -sf $gw/metrics | grep -q 'webhook_requests_total{status=\"duplicate\"} 1'"
 check "logs are JSON lines" bash -c "head -n1 '$work/gateway.log' | grep -q '^{\"timestamp\"'"
 check "a request's log line carries its trace id" bash -c "grep '\"delivery stored\"' '$work/event.log' | grep '\"trace_id\":\"[0-9a-f]\{32\}\"' | grep -q '\"span_id\":\"[0-9a-f]\{16\}\"'"
 check "a short webhook secret is refused at start, naming ALLOW_DEMO_SECRET" bash -c "! env WEBHOOK_SECRET=secret HTTP_ADDR=127.0.0.1:28099 timeout 10 '$bin/app-gateway' >'$work/short.log' 2>&1 && grep -q 'shorter than 32 bytes.*ALLOW_DEMO_SECRET' '$work/short.log'"
@@ -79,12 +92,12 @@ for b in app-gateway app-event app-storage app-notifier; do
 done
 
 # SIGTERM: each process stops accepting, finishes, and exits 0.
-names=(app-storage app-notifier app-event app-gateway)
-for i in 3 2 1 0; do
+# pids are in start order (the topology's last line first): stop callers first.
+for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
   kill -TERM "${pids[$i]}"
   code=0
   wait "${pids[$i]}" || code=$?
-  check "${names[$i]} exits 0 on SIGTERM" test "$code" = 0
+  check "${services[${#pids[@]} - 1 - i]} exits 0 on SIGTERM" test "$code" = 0
 done
 pids=()
 

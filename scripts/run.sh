@@ -21,17 +21,8 @@ echo "building ($profile)…"
 if [ "$profile" = release ]; then cargo build --release --bins; else cargo build --bins; fi
 bin=target/$profile
 
-# The ports and who calls whom, from the topology (its format is described
-# there): port[binary.kind] for each listener ("-": none), calls[binary] as
-# VARIABLE=binary,... (empty: none), and the binaries in the file's order.
-declare -A port calls
-services=()
-while read -r name http grpc admin wiring; do
-  case $name in '' | '#'*) continue ;; esac
-  services+=("$name")
-  port[$name.http]=$http port[$name.grpc]=$grpc port[$name.admin]=$admin
-  calls[$name]=${wiring#-}
-done <scripts/topology.txt
+# The ports and who calls whom: services, port[binary.kind], calls[binary], topology_env.
+source scripts/topology.sh
 gateway=127.0.0.1:${port[app-gateway.http]}
 
 pids=()
@@ -47,12 +38,8 @@ stop() {
 trap stop INT TERM EXIT
 
 start() { # name, then its environment beyond the topology's (listen addresses, URLs of what it calls)
-  local name=$1 kind call env=(); shift
-  for kind in http grpc admin; do
-    if [ "${port[$name.$kind]}" != - ]; then env+=("${kind^^}_ADDR=127.0.0.1:${port[$name.$kind]}"); fi
-  done
-  local IFS=, # the calls are comma-separated
-  for call in ${calls[$name]}; do env+=("${call%%=*}=http://127.0.0.1:${port[${call#*=}.grpc]}"); done
+  local name=$1 env; shift
+  mapfile -t env < <(topology_env "$name")
   env "${env[@]}" "$@" "$bin/$name" >"$logs/$name.log" 2>&1 &
   pids+=($!)
 }

@@ -26,8 +26,26 @@ const freePort = () => new Promise((resolve) => {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const data = fs.mkdtempSync(path.join(os.tmpdir(), "tm-ui-"));
-const ports = {};
-for (const name of ["http", "event", "eventAdmin", "notifier", "notifierAdmin", "storage", "storageAdmin"]) ports[name] = await freePort();
+// The local topology (scripts/topology.txt, format described there): each
+// binary's listeners on free ports here, and the URLs of what it calls.
+const topology = fs.readFileSync(path.join(root, "scripts/topology.txt"), "utf8").split("\n")
+  .filter((line) => line.trim() && !line.startsWith("#"))
+  .map((line) => {
+    const [name, http, grpc, admin, calls] = line.trim().split(/\s+/);
+    const listeners = Object.entries({ http, grpc, admin }).filter(([, port]) => port !== "-").map(([kind]) => kind);
+    return { name, listeners, calls: calls === "-" ? [] : calls.split(",").map((c) => c.split("=")) };
+  });
+const addr = {};
+for (const { name, listeners } of topology) {
+  for (const kind of listeners) addr[`${name}.${kind}`] = `127.0.0.1:${await freePort()}`;
+}
+const envOf = (name) => {
+  const { listeners, calls } = topology.find((s) => s.name === name);
+  return Object.fromEntries([
+    ...listeners.map((kind) => [`${kind.toUpperCase()}_ADDR`, addr[`${name}.${kind}`]]),
+    ...calls.map(([variable, callee]) => [variable, `http://${addr[`${callee}.grpc`]}`]),
+  ]);
+};
 const processes = new Map();
 function start(name, env) {
   const child = spawn(path.join(binDir, name), [], {
@@ -37,18 +55,14 @@ function start(name, env) {
   processes.set(name, child);
   return child;
 }
-const gatewayEnv = {
-  HTTP_ADDR: `127.0.0.1:${ports.http}`, WEBHOOK_SECRET: secret,
-  EVENT_URL: `http://127.0.0.1:${ports.event}`, STORAGE_URL: `http://127.0.0.1:${ports.storage}`,
-  NOTIFIER_URL: `http://127.0.0.1:${ports.notifier}`,
+const extra = {
+  "app-storage": { DATABASE_URL: `sqlite:${data}/ui.db?mode=rwc` },
+  "app-gateway": { WEBHOOK_SECRET: secret },
 };
-start("app-storage", { GRPC_ADDR: `127.0.0.1:${ports.storage}`, ADMIN_ADDR: `127.0.0.1:${ports.storageAdmin}`,
-  DATABASE_URL: `sqlite:${data}/ui.db?mode=rwc` });
-start("app-notifier", { GRPC_ADDR: `127.0.0.1:${ports.notifier}`, ADMIN_ADDR: `127.0.0.1:${ports.notifierAdmin}` });
-start("app-event", { GRPC_ADDR: `127.0.0.1:${ports.event}`, ADMIN_ADDR: `127.0.0.1:${ports.eventAdmin}`,
-  STORAGE_URL: gatewayEnv.STORAGE_URL, NOTIFIER_URL: gatewayEnv.NOTIFIER_URL });
-start("app-gateway", gatewayEnv);
-const base = `http://127.0.0.1:${ports.http}`;
+const gatewayEnv = { ...envOf("app-gateway"), ...extra["app-gateway"] };
+// From the topology's last line up: what each calls is already listening.
+for (const { name } of [...topology].reverse()) start(name, { ...envOf(name), ...extra[name] });
+const base = `http://${addr["app-gateway.http"]}`;
 
 async function stopAll() {
   for (const child of processes.values()) if (child.exitCode === null) child.kill("SIGTERM");
