@@ -5,6 +5,11 @@
 pub mod petzi;
 pub mod relay;
 
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
 use std::{
     collections::VecDeque,
     future::Future,

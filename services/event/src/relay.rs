@@ -177,3 +177,6 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,9 @@
 pub mod bus;
 pub mod sns;
 
+#[cfg(test)]
+mod tests;
+
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use clap::Parser;

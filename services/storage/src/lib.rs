@@ -7,6 +7,9 @@ pub mod db;
 pub mod stats;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::{
     future::Future,
     sync::{

@@ -1,0 +1,319 @@
+//! The StorageService handlers called directly, on SQLite in a temp dir and
+//! with no cache: built as `serve()` builds them, readiness included, so no
+//! PostgreSQL or Redis is needed.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use ticketmesh_proto::v1::{EventType, Money, Ticket, TicketEvent};
+use tonic::Code;
+
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A storage service on its own SQLite file, removed when dropped.
+struct Fixture {
+    storage: Storage,
+    dir: PathBuf,
+    /// Keeps the database watcher running.
+    _stop: watch::Sender<bool>,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Storage;
+    fn deref(&self) -> &Storage {
+        &self.storage
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The service as `serve()` makes it; `ready` waits until the database
+/// watcher has migrated it and reports SERVING, as a server would.
+async fn storage(ready: bool) -> Fixture {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tm-storage-handlers-{}-{n}", std::process::id()));
+    let url = format!("sqlite:{}?mode=rwc", dir.join("storage.db").display());
+    let db = Database::connect_lazy(&url, TIMEOUT).unwrap();
+    let health = GrpcServer::new(&[storage_service_server::SERVICE_NAME]).await.unwrap().health();
+    let stats = StatsMemo::default();
+    let writer = Writer::start(db.clone(), None, stats.clone(), 256, TIMEOUT);
+    let (stop, stopping) = watch::channel(false);
+    if ready {
+        tokio::spawn(watch_database(db.clone(), health.clone(), TIMEOUT, stopping));
+        let readiness = health.readiness();
+        let migrated = async {
+            while !readiness.get() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(TIMEOUT, migrated).await.expect("the database watcher reports SERVING");
+    }
+    Fixture {
+        storage: Storage { db, cache: None, stats, writer, health, timeout: TIMEOUT },
+        dir,
+        _stop: stop,
+    }
+}
+
+/// A ticket of 20.00 CHF in `category`, for event 1.
+fn ticket(number: &str, category: &str) -> Ticket {
+    Ticket {
+        number: number.into(),
+        r#type: "online_presale".into(),
+        category: category.into(),
+        event_id: 1,
+        price: Some(Money::from_cents("CHF", 2000)),
+        ..Ticket::default()
+    }
+}
+
+fn event(delivery_id: &str, kind: EventType, ticket: Ticket, received_ms: i64) -> TicketEvent {
+    let mut event = TicketEvent {
+        delivery_id: delivery_id.into(),
+        ticket: Some(ticket),
+        received_at: Some(db::timestamp(received_ms)),
+        ..TicketEvent::default()
+    };
+    event.set_type(kind);
+    event
+}
+
+fn created(delivery_id: &str, ticket: Ticket) -> TicketEvent {
+    event(delivery_id, EventType::TicketCreated, ticket, 1_000)
+}
+
+async fn save(s: &Storage, event: TicketEvent, traceparent: &str) -> Result<SaveEventResponse, Status> {
+    let request =
+        SaveEventRequest { event: Some(event), payload: b"{}".to_vec(), traceparent: traceparent.into() };
+    s.save_event(Request::new(request)).await.map(Response::into_inner)
+}
+
+async fn get(s: &Storage, number: &str) -> Result<StoredTicket, Status> {
+    s.get_ticket(Request::new(GetTicketRequest { number: number.into() })).await.map(Response::into_inner)
+}
+
+/// The ticket numbers of one page, and its next_page_token.
+async fn list(s: &Storage, request: ListTicketsRequest) -> Result<(Vec<String>, String), Status> {
+    let page = s.list_tickets(Request::new(request)).await?.into_inner();
+    let numbers = page.tickets.into_iter().map(|t| t.ticket.unwrap_or_default().number).collect();
+    Ok((numbers, page.next_page_token))
+}
+
+async fn fetch(s: &Storage, limit: i32) -> Result<FetchOutboxResponse, Status> {
+    s.fetch_outbox(Request::new(FetchOutboxRequest { limit })).await.map(Response::into_inner)
+}
+
+// SaveEvent stores a delivery once: the same delivery id again is answered
+// `duplicate` and adds no second outbox message.
+#[tokio::test]
+async fn save_event_stores_once_and_answers_duplicate_for_the_same_delivery_id() {
+    let s = storage(true).await;
+    let first = save(&s, created("d1", ticket("T1", "Concert")), "").await.unwrap();
+    assert_eq!((first.delivery_id.as_str(), first.duplicate), ("d1", false));
+    let again = save(&s, created("d1", ticket("T1", "Concert")), "").await.unwrap();
+    assert_eq!((again.delivery_id.as_str(), again.duplicate), ("d1", true));
+
+    let stored = get(&s, "T1").await.unwrap();
+    assert_eq!(stored.last_event(), EventType::TicketCreated);
+    assert_eq!(stored.ticket.unwrap().category, "Concert");
+    assert_eq!(fetch(&s, 0).await.unwrap().backlog, 1, "a duplicate makes no outbox message");
+}
+
+// SaveEvent refuses an event it cannot key: no event, no delivery id, no ticket number.
+#[tokio::test]
+async fn save_event_without_delivery_id_or_ticket_number_is_invalid_argument() {
+    let s = storage(true).await;
+    let no_event = SaveEventRequest::default();
+    assert_eq!(s.save_event(Request::new(no_event)).await.unwrap_err().code(), Code::InvalidArgument);
+    let no_id = save(&s, created("", ticket("T1", "Concert")), "").await.unwrap_err();
+    assert_eq!((no_id.code(), no_id.message()), (Code::InvalidArgument, "event.delivery_id is required"));
+    let no_number = save(&s, created("d1", ticket("", "Concert")), "").await.unwrap_err();
+    assert_eq!(no_number.code(), Code::InvalidArgument);
+    assert_eq!(fetch(&s, 0).await.unwrap().backlog, 0, "nothing was stored");
+}
+
+// A ticket_updated carrying a cancellation reason replaces the ticket's
+// state; it keeps the time the ticket was first seen.
+#[tokio::test]
+async fn a_cancelling_update_changes_the_stored_ticket() {
+    let s = storage(true).await;
+    save(&s, event("d1", EventType::TicketCreated, ticket("T1", "Concert"), 1_000), "").await.unwrap();
+    let cancelled = Ticket { cancellation_reason: "event_cancellation".into(), ..ticket("T1", "Concert") };
+    assert!(!save(&s, event("d2", EventType::TicketUpdated, cancelled, 2_000), "").await.unwrap().duplicate);
+
+    let stored = get(&s, "T1").await.unwrap();
+    assert_eq!(stored.last_event(), EventType::TicketUpdated);
+    assert_eq!(stored.ticket.as_ref().unwrap().cancellation_reason, "event_cancellation");
+    assert_eq!(db::millis(stored.created_at.as_ref()), 1_000);
+    assert_eq!(db::millis(stored.updated_at.as_ref()), 2_000);
+}
+
+// GetTicket of a number never stored is NOT_FOUND, the number quoted; an
+// empty number is INVALID_ARGUMENT.
+#[tokio::test]
+async fn get_ticket_of_an_unknown_number_is_not_found_with_the_number_quoted() {
+    let s = storage(true).await;
+    let missing = get(&s, "PETZI-404").await.unwrap_err();
+    assert_eq!((missing.code(), missing.message()), (Code::NotFound, "no ticket \"PETZI-404\""));
+    assert_eq!(get(&s, "").await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+// ListTickets: newest first, page by page through next_page_token (empty on
+// the last page), the default page size when 0, and each filter.
+#[tokio::test]
+async fn list_tickets_pages_newest_first_and_filters() {
+    let s = storage(true).await;
+    for (i, category) in ["Concert", "Theater", "Concert", "Comedy", "Concert"].into_iter().enumerate() {
+        let number = format!("T{i}");
+        let ticket = Ticket { event_id: 10 + (i as i64 % 2), ..ticket(&number, category) };
+        let ticket = if i == 3 { Ticket { r#type: "vip_ticket".into(), ..ticket } } else { ticket };
+        save(&s, created(&format!("d{i}"), ticket), "").await.unwrap();
+    }
+    let page = |size: i32, token: &str| ListTicketsRequest {
+        page_size: size,
+        page_token: token.into(),
+        ..ListTicketsRequest::default()
+    };
+
+    let (first, token) = list(&s, page(2, "")).await.unwrap();
+    assert_eq!(first, ["T4", "T3"]);
+    let (second, token) = list(&s, page(2, &token)).await.unwrap();
+    assert_eq!(second, ["T2", "T1"]);
+    let (last, token) = list(&s, page(2, &token)).await.unwrap();
+    assert_eq!((last, token.as_str()), (vec!["T0".to_owned()], ""), "the last page has no token");
+    let (all, token) = list(&s, page(0, "")).await.unwrap();
+    assert_eq!((all.len(), token.as_str()), (5, ""), "0 means the default page size (50)");
+
+    let category = ListTicketsRequest { category: "Concert".into(), ..page(0, "") };
+    assert_eq!(list(&s, category).await.unwrap().0, ["T4", "T2", "T0"]);
+    let kind = ListTicketsRequest { r#type: "vip_ticket".into(), ..page(0, "") };
+    assert_eq!(list(&s, kind).await.unwrap().0, ["T3"]);
+    let event = ListTicketsRequest { event_id: Some(11), ..page(0, "") };
+    assert_eq!(list(&s, event).await.unwrap().0, ["T3", "T1"]);
+    let both = ListTicketsRequest { category: "Concert".into(), event_id: Some(10), ..page(1, "") };
+    let (one, token) = list(&s, both.clone()).await.unwrap();
+    assert_eq!(one, ["T4"]);
+    let rest = ListTicketsRequest { page_token: token, ..both };
+    assert_eq!(list(&s, rest).await.unwrap().0, ["T2"], "the filters hold on the next page");
+}
+
+// ListTickets refuses a page size outside 1..500 and a page token it did not
+// issue, quoting the token.
+#[tokio::test]
+async fn list_tickets_refuses_bad_page_sizes_and_tokens() {
+    let s = storage(true).await;
+    let page = |size: i32, token: &str| ListTicketsRequest {
+        page_size: size,
+        page_token: token.into(),
+        ..ListTicketsRequest::default()
+    };
+    assert!(list(&s, page(500, "")).await.is_ok());
+    for size in [501, -1] {
+        let refused = list(&s, page(size, "")).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "page_size {size}");
+        assert!(refused.message().contains("page_size must be 1..500"), "{}", refused.message());
+    }
+    for token in ["abc", "0", "-5"] {
+        let refused = list(&s, page(10, token)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "page_token {token}");
+        assert!(refused.message().contains(&format!("\"{token}\"")), "{}", refused.message());
+    }
+}
+
+// GetStats counts tickets, cancellations (by reason, and the events
+// cancelled), categories and average prices, and sees a write at once.
+#[tokio::test]
+async fn get_stats_counts_tickets_cancellations_and_categories() {
+    let s = storage(true).await;
+    let stats = || async { s.get_stats(Request::new(GetStatsRequest {})).await.unwrap().into_inner() };
+    let empty = stats().await;
+    assert_eq!((empty.tickets, empty.average_price, empty.refund_rate), (0, None, 0.0));
+
+    save(&s, created("d1", ticket("T1", "Concert")), "").await.unwrap();
+    let dear = Ticket { price: Some(Money::from_cents("CHF", 5000)), ..ticket("T2", "Theater") };
+    save(&s, created("d2", dear), "").await.unwrap();
+    let before = stats().await;
+    assert_eq!((before.tickets, before.cancelled_tickets), (2, 0));
+    assert_eq!(before.average_price.unwrap().cents(), 3500);
+
+    let cancelled = Ticket { cancellation_reason: "event_cancellation".into(), ..ticket("T1", "Concert") };
+    save(&s, event("d3", EventType::TicketUpdated, cancelled, 2_000), "").await.unwrap();
+    let after = stats().await;
+    assert_eq!((after.tickets, after.cancelled_tickets, after.cancelled_events), (2, 1, 1));
+    assert_eq!(after.refund_rate, 0.5);
+    assert_eq!(after.cancellations_by_reason.get("event_cancellation"), Some(&1));
+    let concert = &after.by_category["Concert"];
+    assert_eq!((concert.tickets, concert.average_price.as_ref().unwrap().cents()), (1, 2000));
+    assert_eq!(after.by_category["Theater"].tickets, 1);
+}
+
+// FetchOutbox returns the unpublished messages oldest first (with what
+// SaveEvent was given), bounded by the limit; AckOutbox removes them from
+// the next fetch and acknowledges each only once.
+#[tokio::test]
+async fn fetch_outbox_is_oldest_first_and_ack_removes_from_the_next_fetch() {
+    let s = storage(true).await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    save(&s, created("d1", ticket("T1", "Concert")), traceparent).await.unwrap();
+    save(&s, created("d2", ticket("T2", "Concert")), "").await.unwrap();
+    let cancelled = Ticket { cancellation_reason: "customer_request".into(), ..ticket("T1", "Concert") };
+    save(&s, event("d3", EventType::TicketUpdated, cancelled, 2_000), "").await.unwrap();
+
+    let all = fetch(&s, 0).await.unwrap();
+    let ids: Vec<&str> = all.messages.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!((ids, all.backlog), (vec!["d1", "d2", "d3"], 3));
+    assert!(all.messages.windows(2).all(|w| w[0].id < w[1].id), "ids increase in commit order");
+    let first = &all.messages[0];
+    assert_eq!((first.routing_key.as_str(), first.ticket_number.as_str()), ("ticket.created", "T1"));
+    assert_eq!(first.traceparent, traceparent);
+    assert_eq!(TicketEvent::decode(first.payload.as_slice()).unwrap().delivery_id, "d1");
+    assert_eq!(all.messages[2].routing_key, "ticket.updated");
+
+    let two = fetch(&s, 2).await.unwrap();
+    assert_eq!((two.messages.len(), two.backlog), (2, 3), "the backlog counts every unpublished message");
+    let ids: Vec<i64> = two.messages.iter().map(|m| m.id).collect();
+    let ack = |ids: Vec<i64>| async { s.ack_outbox(Request::new(AckOutboxRequest { ids })).await };
+    assert_eq!(ack(ids.clone()).await.unwrap().into_inner().acknowledged, 2);
+    let rest = fetch(&s, 0).await.unwrap();
+    let left: Vec<&str> = rest.messages.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!((left, rest.backlog), (vec!["d3"], 1));
+    assert_eq!(ack(ids).await.unwrap().into_inner().acknowledged, 0, "already acknowledged");
+}
+
+// FetchOutbox refuses a limit outside 1..1000.
+#[tokio::test]
+async fn fetch_outbox_refuses_a_limit_out_of_range() {
+    let s = storage(true).await;
+    assert!(fetch(&s, 1000).await.is_ok());
+    for limit in [1001, -1] {
+        assert_eq!(fetch(&s, limit).await.unwrap_err().code(), Code::InvalidArgument, "limit {limit}");
+    }
+}
+
+// Until the database watcher has reached the database, every call that needs
+// it is UNAVAILABLE (retry later) rather than an error or a wait.
+#[tokio::test]
+async fn calls_are_unavailable_until_the_database_is_ready() {
+    let s = storage(false).await;
+    fn code<T>(result: Result<T, Status>) -> Code {
+        result.err().map_or(Code::Ok, |status| status.code())
+    }
+    let codes = [
+        code(save(&s, created("d1", ticket("T1", "Concert")), "").await),
+        code(get(&s, "T1").await),
+        code(list(&s, ListTicketsRequest::default()).await),
+        code(s.get_stats(Request::new(GetStatsRequest {})).await),
+        code(fetch(&s, 0).await),
+        code(s.ack_outbox(Request::new(AckOutboxRequest { ids: vec![1] })).await),
+    ];
+    assert_eq!(codes, [Code::Unavailable; 6]);
+}
