@@ -10,6 +10,10 @@ admin port's /faults, a Server with routes still lets its pods' probes in,
 only idempotent calls are retried,
 the gateway's public port (and no other) is rate-limited, within what Linkerd
 accepts and above app-simulator's steady rate,
+the four app services run two replicas or more and roll without losing a
+request (a PodDisruptionBudget of their own, maxUnavailable 0, a soft spread
+over nodes, a preStop sleep, a grace period above it plus the app's drain, the
+proxy a native sidecar), failure-accrual annotations are ones Linkerd parses,
 every env var is a flag of its binary, every probe is one the binary answers
 (each binary is started with its Deployment's environment and probed), every
 image is one the Dockerfile builds or a pinned release, nothing runs as root
@@ -29,6 +33,7 @@ import argparse
 import copy
 import functools
 import json
+import math
 import os
 import re
 import socket
@@ -92,6 +97,52 @@ STEADY_CLIENTS = {"app-simulator": "RATE"}
 # What Linkerd's policy controller hands a Server's rate limit to the proxy
 # for: HTTP. A gRPC, opaque or TLS Server gets none (policy-controller/grpc).
 RATE_LIMIT_PROTOCOLS = ("unknown", "HTTP/1", "HTTP/2")
+# The app services that run replicated and roll without losing a request (not
+# app-simulator, a load generator, nor infra-* and mon-*).
+REPLICATED = ("app-gateway", "app-event", "app-storage", "app-notifier")
+MIN_REPLICAS = 2
+HOSTNAME_KEY = "kubernetes.io/hostname"
+# The pod annotation that makes the Linkerd proxy a native sidecar: stopped by
+# the kubelet only after the app containers have exited, so it outlives their
+# drain (with the older sidecar it got SIGTERM with the app).
+NATIVE_SIDECAR = "config.linkerd.io/proxy-enable-native-sidecar"
+# How long each app may drain after SIGTERM, as the (workload, variable)
+# pairs that bound it, each read from that workload's env or, unset, from its
+# binary's --help default. The gateway waits for its in-flight requests up to
+# its REQUEST_TIMEOUT; a service stops accepting and finishes its in-flight
+# calls, which their callers end by their deadlines at the latest.
+DRAIN_BOUNDS = {
+    "app-gateway": [("app-gateway", "REQUEST_TIMEOUT")],
+    "app-event": [("app-gateway", "GRPC_TIMEOUT")],
+    "app-storage": [("app-gateway", "GRPC_TIMEOUT"), ("app-event", "STORAGE_TIMEOUT")],
+    "app-notifier": [("app-gateway", "GRPC_TIMEOUT"), ("app-event", "NOTIFIER_TIMEOUT")],
+}
+# Linkerd's failure accrual (circuit breaking), read by its policy controller
+# from a Service's annotations (policy-controller/k8s/index, outbound index:
+# parse_accrual_config). Any value it cannot parse drops the whole policy,
+# with only a log line; a key it does not know is ignored.
+ACCRUAL_PREFIX = "balancer.linkerd.io/"
+ACCRUAL_MODE = "balancer.linkerd.io/failure-accrual"
+ACCRUAL_MAX_FAILURES = "balancer.linkerd.io/failure-accrual-consecutive-max-failures"
+ACCRUAL_MIN_PENALTY = "balancer.linkerd.io/failure-accrual-consecutive-min-penalty"
+ACCRUAL_MAX_PENALTY = "balancer.linkerd.io/failure-accrual-consecutive-max-penalty"
+ACCRUAL_JITTER = "balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio"
+ACCRUAL_KEYS = (ACCRUAL_MODE, ACCRUAL_MAX_FAILURES, ACCRUAL_MIN_PENALTY, ACCRUAL_MAX_PENALTY, ACCRUAL_JITTER)
+# The Services whose callers must eject a failing pod (the mesh demo "a bad
+# replica is ejected"): the one the gateway and app-event call, and app-event.
+FAILURE_ACCRUAL = ("app-storage", "app-event")
+# Linkerd's duration: a whole number and ms, s, m, h or d ("0" alone too).
+LINKERD_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
+LINKERD_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+# The binaries' durations (humantime): one or more number-unit pairs, "1m 30s".
+HUMAN_DURATION = re.compile(r"(\d+)\s*(ns|us|µs|ms|msec|seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?|d)\b")
+HUMAN_UNIT_S = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "msec": 1e-3,
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+}
 
 
 class Problems(list):
@@ -989,6 +1040,255 @@ def check_services(k8s, problems):
                     problems.add("services", f"{app_name(w)}/{c['name']}: port {p['name']} is on no Service (Linkerd blocks undeclared ports)")
 
 
+# ---------------------------------------------------------------- replicas, rollouts and failure accrual
+
+
+def selector_matches(selector, labels):
+    """Whether a label selector (matchLabels, matchExpressions) selects a pod
+    with `labels`. None selects nothing; {} everything (as in a
+    PodDisruptionBudget of policy/v1)."""
+    if not isinstance(selector, dict):
+        return False
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e.get("key"), e.get("operator"), e.get("values", [])
+        if (
+            (op == "In" and labels.get(key) not in values)
+            or (op == "NotIn" and key in labels and labels[key] in values)
+            or (op == "Exists" and key not in labels)
+            or (op == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
+def scaled(value, replicas, round_up):
+    """An int-or-percent field as a number of pods, rounded as Kubernetes
+    rounds that field; None if it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d+%", value):
+        exact = int(value[:-1]) * replicas / 100
+        return math.ceil(exact) if round_up else math.floor(exact)
+    return None
+
+
+def human_seconds(text):
+    """Seconds in one of the binaries' durations (humantime: "30s", "250ms",
+    "1m 30s"), or None."""
+    text = str(text).strip()
+    pairs = HUMAN_DURATION.findall(text)
+    if not pairs or HUMAN_DURATION.sub("", text).strip():
+        return None
+    return sum(int(n) * HUMAN_UNIT_S[unit] for n, unit in pairs)
+
+
+@functools.cache
+def help_defaults(binary):
+    """{variable: default} as `binary --help` documents them (clap's
+    `[env: X=] [default: …]`), run with a bare environment so that a variable
+    set here does not show; None if the binary is not built."""
+    if not binary.exists():
+        return None
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30, env=env)
+    return dict(re.findall(r"\[env: ([A-Z0-9_]+)=[^\]]*\] \[default: ([^\]]*)\]", out.stdout))
+
+
+def env_value(workload, var):
+    """The literal value the workload's app containers give `var`, or None."""
+    for c in containers(workload):
+        if c["image"].startswith("ticketmesh/"):
+            for v in c.get("env", []):
+                if v["name"] == var and "value" in v:
+                    return v["value"]
+    return None
+
+
+def drain_bound(k8s, app, bindir, problems):
+    """(seconds, what bounds it) for the longest an app may drain after
+    SIGTERM (DRAIN_BOUNDS), or None when it cannot be known."""
+    bounds = []
+    for owner, var in DRAIN_BOUNDS[app]:
+        workload = next((w for w in workloads(k8s) if app_name(w) == owner), None)
+        value = env_value(workload, var) if workload is not None else None
+        source = f"{owner}'s {var}"
+        if value is None:
+            defaults = help_defaults(bindir / owner)
+            if defaults is None:
+                problems.add("rollout", f"{app}: its drain is bounded by {source}, whose default needs {bindir / owner} (cargo build --bins)")
+                return None
+            if var not in defaults:
+                problems.add("rollout", f"{app}: its drain is bounded by {source}, which `{owner} --help` gives no default")
+                return None
+            value = defaults[var]
+            source += " (default)"
+        seconds = human_seconds(value)
+        if seconds is None:
+            problems.add("rollout", f"{app}: {source} is {value!r}, not a duration")
+            return None
+        bounds.append((seconds, f"{source} {value}"))
+    return max(bounds)
+
+
+def check_rollout(k8s, bindir, problems):
+    """Each REPLICATED app runs at least MIN_REPLICAS pods and rolls without
+    losing a request: one PodDisruptionBudget that selects its pods (and no
+    other workload's) keeps at least one and lets at least one go; a rollout
+    never stops a pod before its replacement is ready (maxUnavailable 0,
+    maxSurge >= 1); its pods are spread over nodes (soft: kind has one); a
+    preStop sleep (the images have no shell) keeps it serving while its
+    callers learn it is leaving; the grace period covers that sleep and the
+    app's own drain; and the Linkerd proxy is a native sidecar, which the
+    kubelet stops only after the app has exited."""
+    budgets = by_kind(k8s, "PodDisruptionBudget")
+    for app in REPLICATED:
+        workload = next((w for w in by_kind(k8s, "Deployment") if app_name(w) == app), None)
+        if workload is None:
+            problems.add("rollout", f"no Deployment {app}")
+            continue
+        spec = workload["spec"]
+        pod = spec["template"]["spec"]
+        labels = pod_labels(workload)
+        ns = workload["metadata"].get("namespace")
+        replicas = spec.get("replicas", 1)
+        if not isinstance(replicas, int) or replicas < MIN_REPLICAS:
+            problems.add("rollout", f"{app} runs {replicas} replica(s), not at least {MIN_REPLICAS}")
+            replicas = replicas if isinstance(replicas, int) else 1
+
+        def others(selector):
+            return sorted(
+                app_name(o) for o in workloads(k8s)
+                if o is not workload and o["metadata"].get("namespace") == ns and selector_matches(selector, pod_labels(o))
+            )
+
+        mine = [b for b in budgets if b["metadata"].get("namespace") == ns and selector_matches(b["spec"].get("selector"), labels)]
+        if not mine:
+            problems.add("rollout", f"{app}: no PodDisruptionBudget selects its pods, so a node drain may evict them all at once")
+        elif len(mine) > 1:
+            problems.add("rollout", f"{app}: its pods are selected by {len(mine)} PodDisruptionBudgets ({', '.join(b['metadata']['name'] for b in mine)}); the eviction API refuses to evict a pod under more than one")
+        for budget in mine:
+            name, bspec = budget["metadata"]["name"], budget["spec"]
+            shared = others(bspec.get("selector"))
+            if shared:
+                problems.add("rollout", f"PodDisruptionBudget {name} selects {app}'s pods and those of {', '.join(shared)}: one budget for several workloads")
+            if "minAvailable" in bspec:
+                kept = scaled(bspec["minAvailable"], replicas, True)
+                if kept is None or not 1 <= kept < replicas:
+                    problems.add("rollout", f"PodDisruptionBudget {name}: minAvailable {bspec['minAvailable']} of {replicas} pods must keep at least 1 and let at least 1 go (1 <= minAvailable < replicas)")
+            elif "maxUnavailable" in bspec:
+                gone = scaled(bspec["maxUnavailable"], replicas, True)
+                if gone is None or not 1 <= gone < replicas:
+                    problems.add("rollout", f"PodDisruptionBudget {name}: maxUnavailable {bspec['maxUnavailable']} of {replicas} pods must let at least 1 go and keep at least 1")
+            else:
+                problems.add("rollout", f"PodDisruptionBudget {name} sets neither minAvailable nor maxUnavailable")
+        strategy = spec.get("strategy", {})
+        rolling = strategy.get("rollingUpdate", {})
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            problems.add("rollout", f"{app}: strategy {strategy.get('type')} stops every pod before starting new ones")
+        elif "maxUnavailable" not in rolling:
+            problems.add("rollout", f"{app}: set strategy.rollingUpdate.maxUnavailable to 0 (the default, 25 %, stops a pod before its replacement is ready from 4 replicas on)")
+        else:
+            # A Deployment rounds maxUnavailable down and maxSurge up.
+            down = scaled(rolling["maxUnavailable"], replicas, False)
+            surge = scaled(rolling.get("maxSurge", "25%"), replicas, True)
+            if down != 0:
+                problems.add("rollout", f"{app}: rollingUpdate.maxUnavailable {rolling['maxUnavailable']} may stop a pod before its replacement is ready; it must be 0")
+            if surge is None or surge < 1:
+                problems.add("rollout", f"{app}: rollingUpdate.maxSurge {rolling.get('maxSurge')} must start at least one new pod (with maxUnavailable 0 the rollout could not move)")
+        spreads = [c for c in pod.get("topologySpreadConstraints", []) if c.get("topologyKey") == HOSTNAME_KEY]
+        own = [c for c in spreads if selector_matches(c.get("labelSelector"), labels) and not others(c.get("labelSelector"))]
+        if not own:
+            problems.add("rollout", f"{app}: no topologySpreadConstraint on {HOSTNAME_KEY} whose labelSelector selects its own pods (and no other workload's)")
+        for c in own:
+            if c.get("whenUnsatisfiable") != "ScheduleAnyway":
+                problems.add("rollout", f"{app}: the spread on {HOSTNAME_KEY} is {c.get('whenUnsatisfiable')}, not ScheduleAnyway (kind has one node; a hard spread can leave a pod pending)")
+        main = next((c for c in pod["containers"] if c["name"] == app), pod["containers"][0])
+        pre_stop = main.get("lifecycle", {}).get("preStop", {})
+        if "sleep" not in pre_stop:
+            problems.add("rollout", f"{app}/{main['name']}: no preStop sleep action (SIGTERM would come while callers still send to it; an exec sleep needs a shell the distroless image lacks)")
+        sleep = pre_stop.get("sleep", {}).get("seconds", 0)
+        if "sleep" in pre_stop and (not isinstance(sleep, int) or sleep < 1):
+            problems.add("rollout", f"{app}/{main['name']}: preStop sleeps {sleep} s")
+            sleep = 0
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        bound = drain_bound(k8s, app, bindir, problems)
+        if bound is not None:
+            drain, source = bound
+            if grace <= sleep + drain:
+                problems.add("rollout", f"{app}: terminationGracePeriodSeconds {grace} is not above preStop {sleep} s + its drain {drain:g} s ({source}): the kubelet would kill it mid-drain")
+        native = spec["template"]["metadata"].get("annotations", {}).get(NATIVE_SIDECAR)
+        if native != "true":
+            problems.add("rollout", f"{app}: {NATIVE_SIDECAR} is {native!r}, not \"true\": the proxy must be a native sidecar, stopped after the app has drained")
+
+
+def linkerd_duration_ms(text):
+    """Milliseconds in a Linkerd annotation duration (a whole number and ms, s,
+    m, h or d; "0" alone), as its policy controller parses it; None if it
+    would refuse it."""
+    m = LINKERD_DURATION.fullmatch(text.strip())
+    if m is None:
+        return None
+    magnitude, unit = int(m.group(1)), m.group(2)
+    if unit is None:
+        return 0 if magnitude == 0 else None
+    return magnitude * LINKERD_UNIT_MS[unit]
+
+
+def check_failure_accrual(k8s, problems):
+    """Failure accrual annotations on a Service, held to what Linkerd's policy
+    controller accepts: known keys (it ignores others), the only mode
+    `consecutive`, max-failures a whole number >= 1, penalties Linkerd
+    durations with 0 < min-penalty <= max-penalty (unset: 1s and 1m), the
+    jitter ratio a number from 0 to 100, and string values. Parameters without
+    the mode do nothing, and accrual on a Service with a single pod only
+    ejects that pod. The FAILURE_ACCRUAL Services must have it."""
+    for service in by_kind(k8s, "Service"):
+        name = service["metadata"]["name"]
+        annotations = service["metadata"].get("annotations") or {}
+        keys = sorted(k for k in annotations if k.startswith(ACCRUAL_PREFIX))
+        for key in keys:
+            if key not in ACCRUAL_KEYS:
+                problems.add("accrual", f"Service {name}: {key} is not a failure-accrual annotation Linkerd knows ({', '.join(ACCRUAL_KEYS)}); it would be ignored")
+            elif not isinstance(annotations[key], str):
+                problems.add("accrual", f"Service {name}: {key} must be a string, not {annotations[key]!r}")
+        mode = annotations.get(ACCRUAL_MODE)
+        params = [k for k in keys if k in ACCRUAL_KEYS and k != ACCRUAL_MODE]
+        if mode is None:
+            if name in FAILURE_ACCRUAL:
+                problems.add("accrual", f"Service {name} has no {ACCRUAL_MODE}: its callers would keep sending to a failing pod")
+            if params:
+                problems.add("accrual", f"Service {name} sets {', '.join(params)} without {ACCRUAL_MODE}: consecutive; Linkerd ignores them")
+            continue
+        if mode != "consecutive":
+            problems.add("accrual", f"Service {name}: {ACCRUAL_MODE} is {mode!r}; the only mode Linkerd has is consecutive")
+            continue
+        text = {k: annotations[k] for k in params if isinstance(annotations[k], str)}
+        failures = text.get(ACCRUAL_MAX_FAILURES, "7")
+        if not re.fullmatch(r"\d+", failures) or not 1 <= int(failures) < 2**32:
+            problems.add("accrual", f"Service {name}: {ACCRUAL_MAX_FAILURES} {failures!r} is not a whole number of failures from 1")
+        penalties = {}
+        for key, default in ((ACCRUAL_MIN_PENALTY, "1s"), (ACCRUAL_MAX_PENALTY, "1m")):
+            ms = linkerd_duration_ms(text.get(key, default))
+            if ms is None:
+                problems.add("accrual", f"Service {name}: {key} {text.get(key)!r} is not a Linkerd duration (a whole number and ms, s, m, h or d): Linkerd would drop the whole policy")
+            elif ms == 0:
+                problems.add("accrual", f"Service {name}: {key} is zero; Linkerd wants a penalty above 0")
+            else:
+                penalties[key] = ms
+        if len(penalties) == 2 and penalties[ACCRUAL_MIN_PENALTY] > penalties[ACCRUAL_MAX_PENALTY]:
+            problems.add("accrual", f"Service {name}: min-penalty {text.get(ACCRUAL_MIN_PENALTY, '1s')} is above max-penalty {text.get(ACCRUAL_MAX_PENALTY, '1m')}: Linkerd would drop the whole policy")
+        jitter = text.get(ACCRUAL_JITTER, "0.5")
+        if not re.fullmatch(r"\d+(\.\d+)?", jitter) or not 0 <= float(jitter) <= 100:
+            problems.add("accrual", f"Service {name}: {ACCRUAL_JITTER} {jitter!r} is not a number from 0 to 100")
+        pods = selected(k8s, service["spec"].get("selector", {}))
+        if pods and max(w["spec"].get("replicas", 1) for w in pods) < MIN_REPLICAS:
+            problems.add("accrual", f"Service {name} has failure accrual but one pod: ejecting it would fail every call fast")
+
+
 # ---------------------------------------------------------------- the observability stack's configuration
 
 
@@ -1201,6 +1501,8 @@ def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, s
         check_prometheus(k8s, local)
         check_grafana(k8s, local)
         check_policy(k8s, mesh, graph, local)
+        check_rollout(k8s, bindir, local)
+        check_failure_accrual(k8s, local)
         if name.startswith("k8s/overlays/"):
             check_kind(k8s, versions, local)
             check_references(k8s, rendered[LINKERD_VALUES], local)
@@ -1228,6 +1530,9 @@ def mutations(rendered):
 
     def deployment(r, name):
         return find(r, kind, "Deployment", name)["spec"]["template"]["spec"]
+
+    def workload(r, name):
+        return find(r, kind, "Deployment", name)
 
     def edit_file(r, key, old, new):
         data = config_maps(r[kind], key)[0]["data"]
@@ -1319,6 +1624,48 @@ def mutations(rendered):
             "service", "ticketmesh.v1.StorageService"))
     yield "a monitoring probe on a port the container lacks", "probe-shape", broken(
         lambda r: deployment(r, "mon-grafana")["containers"][0]["readinessProbe"]["httpGet"].__setitem__("port", "web"))
+    yield "app-event back to one replica", "rollout", broken(
+        lambda r: workload(r, "app-event")["spec"].__setitem__("replicas", 1))
+    yield "app-notifier's PodDisruptionBudget removed", "rollout", broken(
+        lambda r: r[kind].remove(find(r, kind, "PodDisruptionBudget", "app-notifier")))
+    yield "a PodDisruptionBudget that lets both app-storage pods go", "rollout", broken(
+        lambda r: find(r, kind, "PodDisruptionBudget", "app-storage")["spec"].__setitem__("minAvailable", 0))
+    yield "a PodDisruptionBudget that never lets an app-gateway pod go", "rollout", broken(
+        lambda r: find(r, kind, "PodDisruptionBudget", "app-gateway")["spec"].__setitem__("minAvailable", "100%"))
+    yield "app-event's PodDisruptionBudget selecting every ticketmesh pod", "rollout", broken(
+        lambda r: find(r, kind, "PodDisruptionBudget", "app-event")["spec"].__setitem__(
+            "selector", {"matchLabels": {"app.kubernetes.io/part-of": "ticketmesh"}}))
+    yield "a rollout that may stop an app-storage pod before its replacement is ready", "rollout", broken(
+        lambda r: workload(r, "app-storage")["spec"]["strategy"]["rollingUpdate"].__setitem__("maxUnavailable", 1))
+    yield "app-event's hostname spread counting app-storage's pods", "rollout", broken(
+        lambda r: deployment(r, "app-event")["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"].__setitem__(
+            "app.kubernetes.io/name", "app-storage"))
+    yield "a hard hostname spread for app-notifier", "rollout", broken(
+        lambda r: deployment(r, "app-notifier")["topologySpreadConstraints"][0].__setitem__("whenUnsatisfiable", "DoNotSchedule"))
+    yield "app-storage's preStop sleep removed", "rollout", broken(
+        lambda r: deployment(r, "app-storage")["containers"][0].pop("lifecycle"))
+    yield "a grace period shorter than preStop + the gateway's REQUEST_TIMEOUT", "rollout", broken(
+        lambda r: deployment(r, "app-gateway").__setitem__("terminationGracePeriodSeconds", 30))
+    yield "the gateway's REQUEST_TIMEOUT raised past its grace period", "rollout", broken(
+        lambda r: deployment(r, "app-gateway")["containers"][0]["env"].append({"name": "REQUEST_TIMEOUT", "value": "60s"}))
+    yield "the gateway's GRPC_TIMEOUT raised past the services' grace period", "rollout", broken(
+        lambda r: deployment(r, "app-gateway")["containers"][0]["env"].append({"name": "GRPC_TIMEOUT", "value": "30s"}))
+    yield "app-event's proxy back to the old sidecar", "rollout", broken(
+        lambda r: workload(r, "app-event")["spec"]["template"]["metadata"]["annotations"].__setitem__(NATIVE_SIDECAR, "false"))
+    yield "failure accrual removed from app-storage's Service", "accrual", broken(
+        lambda r: find(r, kind, "Service", "app-storage")["metadata"]["annotations"].pop(ACCRUAL_MODE))
+    yield "a failure-accrual key Linkerd does not know", "accrual", broken(
+        lambda r: find(r, kind, "Service", "app-storage")["metadata"]["annotations"].__setitem__(
+            "balancer.linkerd.io/failure-accrual-consecutive-jitter-percent", "50"))
+    yield "a failure-accrual penalty Linkerd cannot parse", "accrual", broken(
+        lambda r: find(r, kind, "Service", "app-storage")["metadata"]["annotations"].__setitem__(ACCRUAL_MAX_PENALTY, "1m30s"))
+    yield "a failure-accrual min-penalty above its max-penalty", "accrual", broken(
+        lambda r: find(r, kind, "Service", "app-event")["metadata"]["annotations"].__setitem__(ACCRUAL_MIN_PENALTY, "2m"))
+    yield "a failure-accrual max-failures that is not a count", "accrual", broken(
+        lambda r: find(r, kind, "Service", "app-storage")["metadata"]["annotations"].__setitem__(ACCRUAL_MAX_FAILURES, "five"))
+    yield "failure accrual on a Service with one pod", "accrual", broken(
+        lambda r: find(r, kind, "Service", "infra-redis")["metadata"].__setitem__(
+            "annotations", {ACCRUAL_MODE: "consecutive"}))
     yield "a node port kind does not map", "kind", broken(
         lambda r: find(r, kind, "Service", "app-gateway")["spec"]["ports"][0].__setitem__("nodePort", 30081))
     yield "a host port mapped to no node port", "kind", broken(

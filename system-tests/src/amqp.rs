@@ -83,6 +83,19 @@ impl Listener {
         got
     }
 
+    /// Whatever arrives within `within` (possibly nothing), in order.
+    pub async fn take_any(&mut self, within: Duration) -> Vec<lapin::message::Delivery> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while let Ok(Some(delivery)) =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.consumer.next())
+                .await
+        {
+            got.push(delivery.unwrap());
+        }
+        got
+    }
+
     /// Takes messages until every id of `expected` has arrived (at most
     /// `within`), then whatever else comes in 800 ms. Delivery is at least
     /// once: a message may come twice, with the same id, when its publish was

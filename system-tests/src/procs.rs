@@ -321,6 +321,8 @@ pub struct Setup {
 pub struct Procs {
     procs: HashMap<&'static str, Proc>,
     env: HashMap<&'static str, Vec<(&'static str, String)>>,
+    /// The binary of each replica started under a name of its own.
+    binaries: HashMap<&'static str, &'static str>,
     admins: HashMap<&'static str, String>,
     pub base: String,
 }
@@ -338,6 +340,7 @@ impl Procs {
         let mut procs = Self {
             procs: HashMap::new(),
             env: HashMap::new(),
+            binaries: HashMap::new(),
             admins: HashMap::new(),
             base: format!("http://{http}"),
         };
@@ -409,8 +412,38 @@ impl Procs {
 
     /// Starts `name` (again) with its environment and ports.
     pub async fn spawn(&mut self, name: &'static str) {
-        let proc = Proc::start(name, &self.env[name]).await;
+        let binary = self.binaries.get(name).copied().unwrap_or(name);
+        let proc = Proc::start(binary, &self.env[name]).await;
         self.procs.insert(name, proc);
+    }
+
+    /// Starts another replica of `binary`, called `name`: its environment,
+    /// with listeners of its own.
+    pub async fn spawn_replica(&mut self, binary: &'static str, name: &'static str) {
+        let mut env = self.env[binary].clone();
+        for (variable, value) in &mut env {
+            if variable.ends_with("_ADDR") {
+                *value = crate::free_addr();
+                if *variable == "ADMIN_ADDR" {
+                    self.admins.insert(name, format!("http://{value}"));
+                }
+            }
+        }
+        self.env.insert(name, env);
+        self.binaries.insert(name, binary);
+        self.spawn(name).await;
+    }
+
+    /// Sets `variable` for `name`'s next start ([`Self::spawn`]).
+    pub fn set_env(&mut self, name: &str, variable: &'static str, value: String) {
+        let env = self.env.get_mut(name).unwrap_or_else(|| panic!("no {name}"));
+        env.retain(|(v, _)| *v != variable);
+        env.push((variable, value));
+    }
+
+    /// The address `name` listens on for `variable` (e.g. GRPC_ADDR).
+    pub fn addr_of(&self, name: &str, variable: &str) -> String {
+        self.env[name].iter().find(|(v, _)| *v == variable).map(|(_, a)| a.clone()).unwrap()
     }
 
     /// SIGKILL, as a crash or an OOM kill would.
@@ -456,12 +489,16 @@ impl Procs {
     }
 
     /// SIGTERM to each still running, callers first (from the topology's
-    /// first line down); all must exit 0.
+    /// first line down, each binary's replicas with it); all must exit 0.
     pub async fn terminate(mut self) {
         for service in topology() {
-            if let Some(proc) = self.procs.remove(service.name) {
-                let status = proc.terminate().await;
-                assert!(status.success(), "{} exited with {status}", service.name);
+            let mut names: Vec<&'static str> = vec![service.name];
+            names.extend(self.binaries.iter().filter(|(_, b)| **b == service.name).map(|(n, _)| *n));
+            for name in names {
+                if let Some(proc) = self.procs.remove(name) {
+                    let status = proc.terminate().await;
+                    assert!(status.success(), "{name} exited with {status}");
+                }
             }
         }
     }

@@ -130,8 +130,16 @@ impl StorageService for Fake {
             lock(&self.outbox).iter().filter(|m| !acked.contains(&m.id)).cloned().collect();
         rows.sort_by_key(|m| m.id);
         let backlog = rows.len() as i64;
-        rows.truncate(usize::try_from(request.into_inner().limit).unwrap_or(0));
-        Ok(Response::new(FetchOutboxResponse { messages: rows, backlog }))
+        let request = request.into_inner();
+        rows.truncate(usize::try_from(request.limit).unwrap_or(0));
+        // This storage has one relay: whoever asks holds the lease.
+        Ok(Response::new(FetchOutboxResponse {
+            messages: rows,
+            backlog,
+            leader: true,
+            holder: request.relay_id,
+            lease_until: None,
+        }))
     }
 
     async fn ack_outbox(

@@ -367,6 +367,7 @@ pub async fn serve(
         server.stopping(),
     ));
     let relay = relay::Relay {
+        id: relay::relay_id(),
         storage,
         notifier,
         wake,

@@ -8,8 +8,15 @@
 //! publisher) needs to know about the other. Guarantees: at least once (a
 //! crash between publish and ack republishes, with the same message id),
 //! and in order per ticket (messages go out strictly in outbox order and the
-//! relay stops at the first failure). Run one relay per deployment: a second
-//! replica would still deliver everything, but could interleave the order.
+//! relay stops at the first failure).
+//!
+//! Every replica runs a relay, and one publishes at a time: FetchOutbox
+//! hands messages only to the holder of the relay lease, which each fetch
+//! renews ([`LEASE`]). When the holder stops renewing (it died, or lost
+//! storage), another relay takes the lease once it expires, within a few
+//! seconds. A holder publishes only while its lease is surely still its own
+//! (a margin short of the lease, timed from before the fetch), so two
+//! relays never publish at once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,7 +55,36 @@ static LAG: std::sync::LazyLock<prometheus::Histogram> = std::sync::LazyLock::ne
     )
 });
 
+/// How long a fetch holds the relay lease.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// How much short of the lease a holder stops publishing: for the time the
+/// fetch took to reach storage and for clocks that differ between storage
+/// replicas.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+static LEADER: std::sync::LazyLock<IntGauge> = std::sync::LazyLock::new(|| {
+    metrics::gauge(
+        "outbox_relay_leader",
+        "1 while this process's relay holds the relay lease (publishes), else 0",
+    )
+});
+
+/// A name for this process's relay that no other relay has: host (the pod
+/// in Kubernetes), process id and start time.
+pub fn relay_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map_or_else(|| "local".to_owned(), |h| h.trim().to_owned());
+    let started =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("{host}/{}/{started}", std::process::id())
+}
+
 pub struct Relay {
+    /// This relay's name in the lease ([`relay_id`]).
+    pub id: String,
     pub storage: StorageServiceClient<Channel>,
     pub notifier: NotifierServiceClient<Channel>,
     pub wake: Arc<Notify>,
@@ -108,16 +144,32 @@ impl Relay {
                 .await?;
             self.unacked.clear();
         }
+        let asked = std::time::Instant::now();
+        let request = FetchOutboxRequest {
+            limit: self.batch,
+            relay_id: self.id.clone(),
+            lease: prost_types::Duration::try_from(LEASE).ok(),
+        };
         let fetched = self
             .storage
-            .fetch_outbox(with_deadline(FetchOutboxRequest { limit: self.batch }, self.storage_timeout))
+            .fetch_outbox(with_deadline(request, self.storage_timeout))
             .instrument(poll.clone())
             .await?
             .into_inner();
+        LEADER.set(i64::from(fetched.leader));
+        if !fetched.leader {
+            // Another relay publishes, and reports the backlog; ask again when idle.
+            BACKLOG.set(0);
+            return Ok(0);
+        }
+        let publish_until = asked + LEASE - LEASE_MARGIN;
         BACKLOG.set(fetched.backlog);
         let mut published = Vec::with_capacity(fetched.messages.len());
         let mut failure = None;
         for message in fetched.messages {
+            if std::time::Instant::now() >= publish_until {
+                break; // the lease may lapse: renew it first (next round, at once)
+            }
             let committed = message.created_at.and_then(|t| std::time::SystemTime::try_from(t).ok());
             let span = tracing::info_span!(
                 "outbox.relay",

@@ -217,6 +217,18 @@ impl Database {
         self.observe("UPDATE", "outbox", self.ack_outbox_statement(ids, now_ms)).await
     }
 
+    /// Takes the relay lease for `relay` until `until_ms` if it is free,
+    /// expired (at `now_ms`) or `relay`'s already; the lease as it stands
+    /// after: (holder, until when).
+    pub async fn relay_lease(
+        &self,
+        relay: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<(String, i64), StoreError> {
+        self.observe("INSERT", "relay_lease", self.relay_lease_statement(relay, now_ms, until_ms)).await
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = match self.backend {
             Backend::Postgres => &POSTGRES,
@@ -443,10 +455,20 @@ impl Database {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let backlog: i64 = sqlx::query("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL")
+        // Fewer than asked for: these are all. Else from the oldest unpublished
+        // id to the newest id, two index lookups, where a COUNT(*) would read
+        // the whole backlog on every fetch (quadratic while draining a large
+        // one); ids a rolled-back write took make it an upper bound.
+        let backlog = if (rows.len() as i64) < limit {
+            rows.len() as i64
+        } else {
+            let span = sqlx::query(
+                "SELECT (SELECT MAX(id) FROM outbox) - (SELECT MIN(id) FROM outbox WHERE published_at_ms IS NULL) + 1",
+            )
             .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+            .await?;
+            span.try_get::<Option<i64>, _>(0)?.unwrap_or(0)
+        };
         let messages = rows
             .iter()
             .map(|r| {
@@ -462,6 +484,36 @@ impl Database {
             })
             .collect::<Result<_, StoreError>>()?;
         Ok((messages, backlog))
+    }
+
+    async fn relay_lease_statement(
+        &self,
+        relay: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<(String, i64), StoreError> {
+        // One statement, so two relays asking at once cannot both win: the
+        // update applies only to the holder or to an expired lease.
+        let taken = sqlx::query(
+            "INSERT INTO relay_lease (name, holder, expires_at_ms) VALUES ('outbox', $1, $2) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms \
+             WHERE relay_lease.holder = excluded.holder OR relay_lease.expires_at_ms < $3 \
+             RETURNING holder, expires_at_ms",
+        )
+        .bind(relay)
+        .bind(until_ms)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = match taken {
+            Some(row) => row,
+            None => {
+                sqlx::query("SELECT holder, expires_at_ms FROM relay_lease WHERE name = 'outbox'")
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     async fn ack_outbox_statement(&self, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {

@@ -223,15 +223,36 @@ impl StorageService for Storage {
         &self,
         request: Request<FetchOutboxRequest>,
     ) -> Result<Response<FetchOutboxResponse>, Status> {
-        let limit = match request.into_inner().limit {
+        let request = request.into_inner();
+        let limit = match request.limit {
             0 => 100,
             n @ 1..=1000 => i64::from(n),
             n => return Err(Status::invalid_argument(format!("limit must be 1..1000, got {n}"))),
         };
+        if request.relay_id.is_empty() || request.relay_id.len() > 200 {
+            return Err(Status::invalid_argument("relay_id must be 1..200 bytes"));
+        }
+        let lease = match request.lease.map(Duration::try_from) {
+            None => Duration::from_secs(5),
+            Some(Ok(lease)) if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&lease) => lease,
+            Some(_) => return Err(Status::invalid_argument("lease must be 1..60 s")),
+        };
         self.ensure_ready()?;
+        let now = db::millis(Some(&std::time::SystemTime::now().into()));
+        let until = now + lease.as_millis() as i64;
+        let (holder, until) = self.bounded(self.db.relay_lease(&request.relay_id, now, until)).await?;
+        let lease_until = Some(db::timestamp(until));
+        if holder != request.relay_id {
+            return Ok(Response::new(FetchOutboxResponse {
+                leader: false,
+                holder,
+                lease_until,
+                ..Default::default()
+            }));
+        }
         let (messages, backlog) = self.bounded(self.db.outbox(limit)).await?;
         OUTBOX_BACKLOG.set(backlog);
-        Ok(Response::new(FetchOutboxResponse { messages, backlog }))
+        Ok(Response::new(FetchOutboxResponse { messages, backlog, leader: true, holder, lease_until }))
     }
 
     async fn ack_outbox(

@@ -109,7 +109,9 @@ async fn list(s: &Storage, request: ListTicketsRequest) -> Result<(Vec<String>, 
 }
 
 async fn fetch(s: &Storage, limit: i32) -> Result<FetchOutboxResponse, Status> {
-    s.fetch_outbox(Request::new(FetchOutboxRequest { limit })).await.map(Response::into_inner)
+    s.fetch_outbox(Request::new(FetchOutboxRequest { limit, relay_id: "relay-a".into(), lease: None }))
+        .await
+        .map(Response::into_inner)
 }
 
 // SaveEvent stores a delivery once: the same delivery id again is answered
@@ -287,6 +289,46 @@ async fn fetch_outbox_is_oldest_first_and_ack_removes_from_the_next_fetch() {
     let left: Vec<&str> = rest.messages.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!((left, rest.backlog), (vec!["d3"], 1));
     assert_eq!(ack(ids).await.unwrap().into_inner().acknowledged, 0, "already acknowledged");
+}
+
+async fn fetch_as(s: &Storage, relay: &str, lease_ms: u64) -> Result<FetchOutboxResponse, Status> {
+    let lease = prost_types::Duration::try_from(Duration::from_millis(lease_ms)).ok();
+    s.fetch_outbox(Request::new(FetchOutboxRequest { limit: 0, relay_id: relay.into(), lease }))
+        .await
+        .map(Response::into_inner)
+}
+
+// One relay at a time: the first to fetch holds the lease and renews it with
+// each fetch; another gets no messages and is told who holds it, until the
+// lease expires unrenewed, when it takes it.
+#[tokio::test]
+async fn the_relay_lease_gives_the_outbox_to_one_relay_until_it_lapses() {
+    let s = storage(true).await;
+    save(&s, created("d1", ticket("T1", "Concert")), "").await.unwrap();
+    let a = fetch_as(&s, "relay-a", 1_000).await.unwrap();
+    assert!(a.leader && a.holder == "relay-a" && a.messages.len() == 1, "{a:?}");
+    let b = fetch_as(&s, "relay-b", 1_000).await.unwrap();
+    assert!(!b.leader && b.holder == "relay-a" && b.messages.is_empty(), "{b:?}");
+    assert_eq!(b.lease_until, a.lease_until, "a refused fetch does not move the lease");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let renewed = fetch_as(&s, "relay-a", 1_000).await.unwrap();
+    assert!(renewed.leader && db::millis(renewed.lease_until.as_ref()) > db::millis(a.lease_until.as_ref()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!fetch_as(&s, "relay-b", 1_000).await.unwrap().leader, "renewed 600 ms ago: still relay-a's");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = fetch_as(&s, "relay-b", 1_000).await.unwrap();
+    assert!(taken.leader && taken.holder == "relay-b" && taken.messages.len() == 1, "{taken:?}");
+    assert!(!fetch_as(&s, "relay-a", 1_000).await.unwrap().leader, "relay-a lost it");
+}
+
+// FetchOutbox refuses a fetch with no relay id, or a lease outside 1..60 s.
+#[tokio::test]
+async fn fetch_outbox_refuses_no_relay_id_or_a_lease_out_of_range() {
+    let s = storage(true).await;
+    for (relay, lease_ms) in [("", 5_000), ("relay-a", 500), ("relay-a", 61_000)] {
+        let error = fetch_as(&s, relay, lease_ms).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{relay:?} {lease_ms}: {error:?}");
+    }
 }
 
 // FetchOutbox refuses a limit outside 1..1000.

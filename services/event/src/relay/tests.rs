@@ -10,6 +10,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn relay(url: &str) -> Relay {
     Relay {
+        id: "relay-under-test".into(),
         storage: StorageServiceClient::new(ticketmesh_runtime::grpc::channel(url, TIMEOUT).unwrap()),
         notifier: NotifierServiceClient::new(ticketmesh_runtime::grpc::channel(url, TIMEOUT).unwrap()),
         wake: Arc::new(Notify::new()),
