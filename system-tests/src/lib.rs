@@ -199,6 +199,7 @@ impl Stack {
             database_url: backend.database_url.clone(),
             database_timeout: Duration::from_secs(3),
             max_batch: 256,
+            writers: 4,
             redis_url: backend.redis_url.clone(),
             cache_prefix: backend.cache_prefix.clone(),
             cache_ttl: Duration::from_secs(30),

@@ -250,13 +250,24 @@ impl Database {
     /// (its state after the batch, see [`fold_tickets`]), and the outbox rows
     /// in delivery order. Returns, per event, whether it was new (false: a
     /// duplicate delivery, or a second copy within the batch).
+    ///
+    /// Several of these run at once (several writers, several replicas), so:
+    /// - the outbox rows are inserted last, once the transaction holds the
+    ///   row locks of its tickets: a later transaction touching one of them
+    ///   waits for this one's commit before it takes outbox ids, so each
+    ///   ticket's outbox ids follow the order its events committed in;
+    /// - events and tickets are written in key order (delivery id, ticket
+    ///   number), so two transactions take their locks in the same order and
+    ///   cannot deadlock.
     async fn save_batch_statement(&self, batch: &[&NewEvent]) -> Result<Vec<bool>, StoreError> {
         let no_ticket = Ticket::default();
         let ticket = |e| ticket_or(e, &no_ticket);
         let mut tx = self.pool.begin().await?;
 
         let mut fresh = std::collections::HashSet::new();
-        for chunk in chunks(batch, |new| new.payload.len()) {
+        let mut by_id = batch.to_vec();
+        by_id.sort_by(|a, b| a.event.delivery_id.cmp(&b.event.delivery_id));
+        for chunk in chunks(&by_id, |new| new.payload.len()) {
             let sql = multi_row(
                 "INSERT INTO events (delivery_id, event_type, ticket_number, payload, signed_at_ms, received_at_ms) \
                  VALUES ",
@@ -291,7 +302,8 @@ impl Database {
 
         // An update (a cancellation) is never undone by a late or retried
         // "created" delivery of the same ticket.
-        let rows = fold_tickets(&new);
+        let mut rows = fold_tickets(&new);
+        rows.sort_by(|a, b| ticket(&new[a.last].event).number.cmp(&ticket(&new[b.last].event).number));
         let no_price = Money::default();
         for chunk in chunks(&rows, |row| encoded[row.last].len()) {
             let sql = multi_row(

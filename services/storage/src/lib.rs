@@ -67,6 +67,10 @@ pub struct Args {
     /// Most events written in one transaction (group commit).
     #[arg(long, env = "MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_batch: u16,
+    /// Transactions the group commit runs at once on PostgreSQL (SQLite
+    /// takes one writer at a time: there it is always 1).
+    #[arg(long, env = "WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub writers: u8,
     /// redis://host:port for the read cache; unset means no cache.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -321,11 +325,16 @@ pub async fn serve(
     let server = GrpcServer::new(&[storage_service_server::SERVICE_NAME]).await?.with_faults(faults);
     let health = server.health();
     let stats = StatsMemo::default();
+    let writers = match db.backend() {
+        db::Backend::Postgres => usize::from(args.writers),
+        db::Backend::Sqlite => 1,
+    };
     let writer = Writer::start(
         db.clone(),
         cache.clone(),
         stats.clone(),
         usize::from(args.max_batch),
+        writers,
         args.database_timeout,
     );
     tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, server.stopping()));

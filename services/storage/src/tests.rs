@@ -45,7 +45,7 @@ async fn storage(ready: bool) -> Fixture {
     let db = Database::connect_lazy(&url, TIMEOUT).unwrap();
     let health = GrpcServer::new(&[storage_service_server::SERVICE_NAME]).await.unwrap().health();
     let stats = StatsMemo::default();
-    let writer = Writer::start(db.clone(), None, stats.clone(), 256, TIMEOUT);
+    let writer = Writer::start(db.clone(), None, stats.clone(), 256, 1, TIMEOUT);
     let (stop, stopping) = watch::channel(false);
     if ready {
         tokio::spawn(watch_database(db.clone(), health.clone(), TIMEOUT, stopping));
@@ -358,4 +358,79 @@ async fn calls_are_unavailable_until_the_database_is_ready() {
         code(s.ack_outbox(Request::new(AckOutboxRequest { ids: vec![1] })).await),
     ];
     assert_eq!(codes, [Code::Unavailable; 6]);
+}
+
+// Several writers at once on PostgreSQL, each ticket updated by concurrent
+// deliveries that land in different batches: for every ticket, the outbox
+// message with the highest id carries the state its row ended in. A consumer
+// applying the messages in outbox order ends where the database did, which
+// holds only if each ticket's outbox ids follow the order its events
+// committed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL (make test runs it)"]
+async fn several_writers_keep_each_tickets_outbox_in_commit_order() {
+    use sqlx::Connection;
+    let admin = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("tm_test_writers_{}", std::process::id());
+    let mut conn =
+        sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
+    let run = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+    run(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+    run(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let db =
+        Database::connect_lazy(&format!("{}/{name}", admin.rsplit_once('/').unwrap().0), TIMEOUT).unwrap();
+    db.migrate().await.unwrap();
+    // Batches of two and eight writers: the updates of one ticket are spread
+    // over transactions that run at the same time.
+    let writer = Writer::start(db.clone(), None, StatsMemo::default(), 2, 8, TIMEOUT);
+    let new = |id: String, kind, t: Ticket| NewEvent {
+        event: event(&id, kind, t, 1_000),
+        payload: id.into_bytes(),
+        traceparent: String::new(),
+    };
+    const TICKETS: usize = 10;
+    const UPDATES: usize = 30;
+    // Several rounds: whether two transactions interleave is up to timing.
+    for round in 0..6 {
+        let number = |t: usize| format!("W{round}-{t:02}");
+        for t in 0..TICKETS {
+            let created =
+                new(format!("{}-c", number(t)), EventType::TicketCreated, ticket(&number(t), "Concert"));
+            writer.save(created).await.unwrap();
+        }
+        let mut saving = tokio::task::JoinSet::new();
+        for u in 0..UPDATES {
+            for t in 0..TICKETS {
+                let writer = writer.clone();
+                let cancelled =
+                    Ticket { cancellation_reason: format!("reason-{u}"), ..ticket(&number(t), "Concert") };
+                let event = new(format!("{}-u{u}", number(t)), EventType::TicketUpdated, cancelled);
+                saving.spawn(async move { writer.save(event).await });
+            }
+        }
+        for saved in saving.join_all().await {
+            assert!(saved.unwrap(), "a new event");
+        }
+        let (outbox, _) = db.outbox(1000).await.unwrap();
+        assert_eq!(outbox.len(), TICKETS * (UPDATES + 1));
+        let mut last = std::collections::HashMap::new();
+        for m in &outbox {
+            let event = TicketEvent::decode(m.payload.as_slice()).unwrap();
+            last.insert(m.ticket_number.clone(), event.ticket.unwrap().cancellation_reason);
+        }
+        for t in 0..TICKETS {
+            let stored = db.ticket(&number(t)).await.unwrap().unwrap().ticket.unwrap().cancellation_reason;
+            assert_eq!(
+                last[&number(t)],
+                stored,
+                "{}: the last message published is not the state stored",
+                number(t)
+            );
+        }
+        let ids: Vec<i64> = outbox.iter().map(|m| m.id).collect();
+        db.ack_outbox(&ids, 1).await.unwrap();
+    }
+    drop((writer, db));
+    run(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
 }

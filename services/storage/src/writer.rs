@@ -1,13 +1,19 @@
-//! Group commit: concurrent SaveEvent calls queue here, and one task writes
-//! whatever has queued in a single transaction, so N webhooks cost one commit
-//! instead of N. A single writer also makes outbox ids follow commit order,
-//! which the relay relies on to publish in order per ticket.
+//! Group commit: concurrent SaveEvent calls queue here, and a writer task
+//! writes whatever has queued in a single transaction, so N webhooks cost one
+//! commit instead of N. Several writers commit at once (on PostgreSQL), each
+//! taking the next batch while the others wait on the database; across
+//! writers and replicas, each ticket's outbox ids still follow its commit
+//! order, because a transaction inserts its outbox rows only after it holds
+//! the row locks of its tickets (see `Database::save_batch`).
 
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use prometheus::{Histogram, IntCounterVec};
 use ticketmesh_runtime::{metrics, telemetry};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::{
@@ -44,17 +50,23 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task. It ends when every handle is dropped.
+    /// Starts `writers` writer tasks (at least one) sharing one queue. They
+    /// end when every handle is dropped.
     pub fn start(
         db: Database,
         cache: Option<Cache>,
         stats: StatsMemo,
         max_batch: usize,
+        writers: usize,
         timeout: Duration,
     ) -> Self {
         let (queue, rx) = mpsc::channel(max_batch.max(1) * 4);
+        let rx = Arc::new(Mutex::new(rx));
         let system = db.system_name();
-        tokio::spawn(run(db, cache, stats, rx, max_batch.max(1), timeout));
+        for _ in 0..writers.max(1) {
+            let (db, cache, stats, rx) = (db.clone(), cache.clone(), stats.clone(), rx.clone());
+            tokio::spawn(run(db, cache, stats, rx, max_batch.max(1), timeout));
+        }
         Self { queue, system }
     }
 
@@ -83,12 +95,14 @@ async fn run(
     db: Database,
     cache: Option<Cache>,
     stats: StatsMemo,
-    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
+    rx: Arc<Mutex<mpsc::Receiver<(NewEvent, Reply)>>>,
     max_batch: usize,
     timeout: Duration,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+    // One writer waits on the queue at a time; the others are committing, or
+    // waiting for their turn to take the next batch.
+    while rx.lock().await.recv_many(&mut jobs, max_batch).await > 0 {
         let events: Vec<&NewEvent> = jobs.iter().map(|(e, _)| e).collect();
         let outcome = commit_isolating(&db, &events, timeout).await;
         if outcome.iter().any(|r| matches!(r, Ok(true))) {
