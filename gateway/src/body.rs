@@ -25,6 +25,7 @@ enum BodyError {
 /// (by its declared length before reading anything, or while reading), after
 /// reading and discarding up to [`DRAIN_BYTES`] more in the time left; 408
 /// when the client is too slow. Either way the connection is then closed.
+/// Not tower-http's `RequestBodyLimitLayer`: its 413 is plain text, undrained, unbounded in time.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,

@@ -3,11 +3,12 @@
 //! from the storage service, the live stream from the notifier, and the SNS
 //! subscription endpoint; reports health, readiness and metrics.
 //!
-//! `config` (flags) → `state` (clients, gates) → `routes` (the router and a
+//! `config` (flags) → `state` (`clients`, gates) → `routes` (the router and a
 //! module per concern) behind `middleware` (span, metrics, faults), served by
-//! `server` (connection and time limits).
+//! `server` (connection and time limits); the admin port is the runtime's.
 
 mod body;
+mod clients;
 mod config;
 pub mod error;
 mod middleware;
@@ -22,13 +23,13 @@ pub use state::AppState;
 
 use std::future::Future;
 
-use axum::{Json, routing::get};
-use serde_json::json;
-use ticketmesh_runtime::admin;
-use tokio::net::TcpListener;
+use ticketmesh_runtime::{admin, grpc};
+use tokio::{net::TcpListener, sync::watch};
 
 /// Serves the gateway on an already bound listener until `shutdown`; requests
 /// in flight then finish (within the request deadline) before this returns.
+/// `admin`, when given, serves the runtime's admin router (`/health`, `/ready`,
+/// `/metrics`, `/faults`) until the gateway has stopped.
 pub async fn serve(
     args: Args,
     listener: TcpListener,
@@ -41,13 +42,17 @@ pub async fn serve(
         shutdown.await;
         streams.close_streams();
     };
+    let (stop, stopped) = watch::channel(false);
+    let admin = admin.map(|listener| {
+        tokio::spawn(routes::ready::follow(state.clone()));
+        let router = admin::router(state.0.ready.clone()).merge(admin::faults_router(state.0.faults.clone()));
+        tokio::spawn(admin::serve(listener, router, grpc::until_true(stopped)))
+    });
+    let served =
+        server::serve(listener, app(state, args.limits.request_timeout), &args.limits, shutdown).await;
+    let _ = stop.send(true);
     if let Some(admin) = admin {
-        let router = admin::faults_router(state.0.faults.clone())
-            .route("/metrics", get(admin::metrics_handler))
-            .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-            .merge(routes::readiness(state.clone()));
-        // It ends with the process: it holds no request worth draining.
-        tokio::spawn(async move { axum::serve(admin, router).await });
+        admin.await??;
     }
-    server::serve(listener, app(state, args.limits.request_timeout), &args.limits, shutdown).await
+    served
 }

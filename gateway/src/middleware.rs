@@ -76,6 +76,7 @@ fn known_method(method: &axum::http::Method) -> &'static str {
 /// Every request: a server span continuing the caller's W3C trace context
 /// (named and attributed by the OTel HTTP conventions, by route template),
 /// and the HTTP metrics, labelled by route template too.
+/// Not tower-http's `TraceLayer`: its `on_response` sees no route or method to label the metrics with.
 pub(crate) async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = known_method(request.method());

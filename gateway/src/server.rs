@@ -274,6 +274,7 @@ pub async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Re
 }
 
 /// Middleware: the whole request within `limit`, or 504.
+/// Not tower-http's `TimeoutLayer`: its answer has an empty body, not the JSON error.
 pub async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,

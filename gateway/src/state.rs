@@ -1,32 +1,23 @@
-//! What every handler shares: the gRPC clients, the checked configuration,
-//! the admission gates and the live streams' bounds.
+//! What every handler shares: the downstream services' clients, the checked
+//! configuration, the admission gates, the live streams' bounds and readiness.
 
 use std::{sync::Arc, time::Duration};
 
-use ticketmesh_proto::v1::{
-    event_service_client::EventServiceClient, notifier_service_client::NotifierServiceClient,
-    storage_service_client::StorageServiceClient,
-};
-use ticketmesh_runtime::{
-    Faults,
-    faults::Targets,
-    grpc::{self, Channel},
-};
+use ticketmesh_proto::v1::notifier_service_client::NotifierServiceClient;
+use ticketmesh_runtime::{Faults, Readiness, faults::Targets, grpc};
 
 use crate::{
+    clients::{Event, Notifier, Storage},
     config::{Args, FAULT_ROUTES, secrets},
-    error::AppError,
     routes::{events, sns},
     server,
 };
 
 /// What [`AppState`] shares between handlers.
 pub(crate) struct Inner {
-    pub(crate) event: EventServiceClient<Channel>,
-    pub(crate) storage: StorageServiceClient<Channel>,
-    pub(crate) notifier: NotifierServiceClient<Channel>,
-    pub(crate) event_channel: Channel,
-    pub(crate) storage_channel: Channel,
+    pub(crate) event: Event,
+    pub(crate) storage: Storage,
+    pub(crate) notifier: Notifier,
     pub(crate) secrets: Vec<Vec<u8>>,
     pub(crate) sns_topics: Vec<String>,
     pub(crate) sns_verifier: sns::Verifier,
@@ -37,9 +28,9 @@ pub(crate) struct Inner {
     pub(crate) webhooks: server::Gate,
     pub(crate) reads: server::Gate,
     pub(crate) sse: events::Streams,
-    pub(crate) timeout: Duration,
-    pub(crate) read_timeout: Duration,
     pub(crate) faults: Faults,
+    /// The last readiness probe's answer, for the admin port's `/ready`.
+    pub(crate) ready: Readiness,
     /// Turns true when shutdown starts: ends the open `/events` streams, which
     /// would otherwise hold graceful shutdown open for as long as a browser watches.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
@@ -50,15 +41,13 @@ pub struct AppState(pub(crate) Arc<Inner>);
 
 impl AppState {
     pub fn new(args: &Args) -> anyhow::Result<Self> {
-        let event_channel = grpc::channel(&args.event_url, args.grpc_timeout)?;
-        let storage_channel = grpc::channel(&args.storage_url, args.grpc_timeout)?;
+        let event = Event::new(grpc::channel(&args.event_url, args.grpc_timeout)?, args.grpc_timeout);
+        let storage = Storage::new(grpc::channel(&args.storage_url, args.grpc_timeout)?, args.read_timeout);
         let notifier = NotifierServiceClient::new(grpc::channel(&args.notifier_url, args.grpc_timeout)?);
         Ok(Self(Arc::new(Inner {
-            event: EventServiceClient::new(event_channel.clone()),
-            storage: StorageServiceClient::new(storage_channel.clone()),
-            notifier: notifier.clone(),
-            event_channel,
-            storage_channel,
+            event,
+            storage,
+            notifier: Notifier::new(notifier.clone(), args.grpc_timeout),
             secrets: secrets(args)?,
             sns_topics: args.sns_topics.clone(),
             sns_verifier: sns::Verifier::new(args.sns_cert_origins.clone(), args.grpc_timeout)?,
@@ -73,8 +62,6 @@ impl AppState {
                 args.limits.sse_buffer,
                 args.limits.sse_buffer_bytes,
             ),
-            timeout: args.grpc_timeout,
-            read_timeout: args.read_timeout,
             faults: Faults::from_spec(
                 "app-gateway",
                 Targets {
@@ -84,21 +71,25 @@ impl AppState {
                 },
                 &args.fault.faults,
             )?,
+            ready: Readiness::default(),
             stopping: tokio::sync::watch::Sender::new(false),
         })))
+    }
+
+    pub(crate) fn event(&self) -> &Event {
+        &self.0.event
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.0.notifier
     }
 
     /// Ends every open `/events` stream (their clients reconnect elsewhere or later).
     pub(crate) fn close_streams(&self) {
         self.0.stopping.send_replace(true);
     }
-}
-
-/// A downstream call's answer, or the error its HTTP client should see;
-/// `what` names the service in that error.
-pub(crate) fn answer<T>(
-    what: &str,
-    result: Result<tonic::Response<T>, tonic::Status>,
-) -> Result<T, AppError> {
-    result.map(tonic::Response::into_inner).map_err(|status| AppError::from_grpc(what, &status))
 }

@@ -26,11 +26,7 @@ use ticketmesh_runtime::metrics;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
-use crate::{
-    error::AppError,
-    render,
-    state::{AppState, answer},
-};
+use crate::{error::AppError, render, state::AppState};
 
 static SSE_CLIENTS: LazyLock<IntGauge> =
     LazyLock::new(|| metrics::gauge("sse_clients", "Clients connected to GET /events"));
@@ -85,7 +81,7 @@ pub async fn events(State(state): State<AppState>) -> Result<Response, AppError>
         )
     })?;
     let request = SubscribeRequest { routing_keys: vec!["ticket.*".into()] };
-    let mut notifications = answer("the notifier service", inner.notifier.clone().subscribe(request).await)?;
+    let mut notifications = state.notifier().subscribe(request).await?;
     let (buffer, buffer_bytes) = (inner.sse.buffer, inner.sse.buffer_bytes);
     // One slot more than the buffer: the cut-off notice always fits.
     let (tx, rx) = mpsc::channel(buffer + 1);

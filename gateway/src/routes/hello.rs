@@ -2,29 +2,16 @@
 
 use std::time::Duration;
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Json, extract::State};
 use serde_json::{Value, json};
-use ticketmesh_proto::v1::{HelloRequest, ListSnsNotificationsRequest};
-use ticketmesh_runtime::{grpc, telemetry};
+use ticketmesh_runtime::telemetry;
 
-use crate::{
-    error::AppError,
-    state::{AppState, answer},
-};
+use crate::{error::AppError, state::AppState};
 
 /// Hello world: the event service has the notifier publish "Hello World!" to
 /// SNS `hello-world-topic`; the trace continues into the SNS message.
 pub(super) async fn hello(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let hello =
-        state.0.event.clone().hello(grpc::with_deadline(HelloRequest {}, state.0.timeout)).await.map_err(
-            |s| match s.code() {
-                tonic::Code::Unavailable => {
-                    AppError::new(StatusCode::SERVICE_UNAVAILABLE, "sns_unavailable", s.message().to_owned())
-                }
-                _ => AppError::from_grpc("the event service", &s),
-            },
-        )?;
-    let hello = hello.into_inner();
+    let hello = state.event().hello().await?;
     let duration = hello.duration.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
     Ok(Json(json!({
         "message": hello.message,
@@ -40,15 +27,7 @@ pub(super) async fn hello(State(state): State<AppState>) -> Result<Json<Value>, 
 
 /// The SNS notifications the event service received lately, newest first.
 pub(super) async fn sns_notifications(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let list = answer(
-        "the event service",
-        state
-            .0
-            .event
-            .clone()
-            .list_sns_notifications(grpc::with_deadline(ListSnsNotificationsRequest {}, state.0.timeout))
-            .await,
-    )?;
+    let list = state.event().list_sns_notifications().await?;
     let items: Vec<Value> = list
         .notifications
         .iter()

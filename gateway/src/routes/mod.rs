@@ -1,8 +1,9 @@
 //! The router, and the routes too small for a file of their own: the page,
-//! readiness, and the span of a received message.
+//! and the span of a received message.
 
 pub mod events;
 mod hello;
+pub(crate) mod ready;
 pub mod sns;
 mod tickets;
 mod webhook;
@@ -11,23 +12,22 @@ use std::time::Duration;
 
 use axum::{
     Json, Router,
-    extract::State,
     http::{StatusCode, header},
     middleware,
     response::{Html, IntoResponse},
     routing::{get, post},
 };
 use serde_json::json;
-use ticketmesh_proto::v1::{event_service_server, storage_service_server};
-use ticketmesh_runtime::{admin, grpc, telemetry};
+use ticketmesh_runtime::{admin, telemetry};
 
 use crate::{
-    error::{self, AppError},
+    error::AppError,
     middleware::{inject_faults, observe},
     server,
     state::AppState,
 };
 use hello::{hello, sns_notifications};
+use ready::ready;
 use tickets::{get_ticket, list_tickets, stats};
 use webhook::webhook;
 
@@ -87,27 +87,4 @@ pub(crate) fn process_span(
     let span = telemetry::messaging_span(telemetry::Messaging::Process, system, destination, message_id);
     telemetry::set_parent(&span, telemetry::extract_map(headers));
     span
-}
-
-/// `/ready` alone, for the admin port (the same answer as on the public one).
-pub(crate) fn readiness(state: AppState) -> Router {
-    Router::new().route("/ready", get(ready)).with_state(state)
-}
-
-/// Ready only while both services this gateway calls answer SERVING.
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let timeout = Duration::from_secs(1);
-    let (event, storage) = tokio::join!(
-        grpc::is_serving(state.0.event_channel.clone(), event_service_server::SERVICE_NAME, timeout),
-        grpc::is_serving(state.0.storage_channel.clone(), storage_service_server::SERVICE_NAME, timeout),
-    );
-    let word = |up: bool| if up { "serving" } else { "not_serving" };
-    let status = if event && storage { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body =
-        json!({"ready": event && storage, "dependencies": {"event": word(event), "storage": word(storage)}});
-    let mut response = (status, Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, error::RETRY_AFTER_SECS.into());
-    }
-    response
 }

@@ -6,14 +6,9 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use ticketmesh_proto::v1::{GetStatsRequest, GetTicketRequest, ListTicketsRequest};
-use ticketmesh_runtime::grpc;
+use ticketmesh_proto::v1::{GetTicketRequest, ListTicketsRequest};
 
-use crate::{
-    error::AppError,
-    render,
-    state::{AppState, answer},
-};
+use crate::{error::AppError, render, state::AppState};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ListParams {
@@ -40,17 +35,7 @@ pub(super) async fn list_tickets(
     if !(0..=500).contains(&request.page_size) {
         return Err(AppError::bad_request("invalid_query", "page_size must be between 1 and 500"));
     }
-    let page = state
-        .0
-        .storage
-        .clone()
-        .list_tickets(grpc::with_deadline(request, state.0.read_timeout))
-        .await
-        .map_err(|s| match s.code() {
-            tonic::Code::InvalidArgument => AppError::bad_request("invalid_query", s.message()),
-            _ => AppError::from_grpc("the storage service", &s),
-        })?
-        .into_inner();
+    let page = state.storage().list_tickets(request).await?;
     Ok(Json(json!({
         "tickets": page.tickets.iter().map(render::ticket).collect::<Vec<_>>(),
         "next_page_token": page.next_page_token,
@@ -61,27 +46,11 @@ pub(super) async fn get_ticket(
     State(state): State<AppState>,
     Path(number): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let ticket = answer(
-        "the storage service",
-        state
-            .0
-            .storage
-            .clone()
-            .get_ticket(grpc::with_deadline(GetTicketRequest { number }, state.0.read_timeout))
-            .await,
-    )?;
+    let ticket = state.storage().get_ticket(GetTicketRequest { number }).await?;
     Ok(Json(render::ticket(&ticket)))
 }
 
 pub(super) async fn stats(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let stats = answer(
-        "the storage service",
-        state
-            .0
-            .storage
-            .clone()
-            .get_stats(grpc::with_deadline(GetStatsRequest {}, state.0.read_timeout))
-            .await,
-    )?;
+    let stats = state.storage().get_stats().await?;
     Ok(Json(render::stats(&stats)))
 }

@@ -16,13 +16,9 @@ use petzi::{Signature, SignatureError};
 use prometheus::{Histogram, IntCounterVec};
 use serde_json::{Value, json};
 use ticketmesh_proto::v1::IngestWebhookRequest;
-use ticketmesh_runtime::{grpc, metrics, telemetry};
+use ticketmesh_runtime::{metrics, telemetry};
 
-use crate::{
-    body::read_body,
-    error::AppError,
-    state::{AppState, Inner, answer},
-};
+use crate::{body::read_body, error::AppError, state::AppState};
 
 static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(
@@ -52,7 +48,7 @@ pub(super) async fn webhook(
     body: Body,
 ) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
-    let result = accept_webhook(&state.0, &headers, body).await;
+    let result = accept_webhook(&state, &headers, body).await;
     let outcome = match &result {
         Ok(v) if v["duplicate"] == true => "duplicate",
         Ok(_) => "accepted",
@@ -89,7 +85,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// signature header and its timestamp before the body is read; size and time
 /// while reading; the HMAC over the raw bytes; then the event service parses
 /// and stores.
-async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Value, AppError> {
+async fn accept_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, AppError> {
+    let inner = &state.0;
     if !is_json(headers) {
         return Err(AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -105,10 +102,10 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
     // A header that is not visible ASCII cannot be a signature: "" is malformed.
     let header = headers.get("petzi-signature").map(|v| v.to_str().unwrap_or_default());
     let signature = Signature::from_header(header).map_err(|e| signature_error(&e))?;
-    signature.check_time(unix_now(), state.tolerance_secs).map_err(|e| signature_error(&e))?;
-    let body = read_body(headers, body, state.max_body_bytes, state.body_read_timeout).await?;
+    signature.check_time(unix_now(), inner.tolerance_secs).map_err(|e| signature_error(&e))?;
+    let body = read_body(headers, body, inner.max_body_bytes, inner.body_read_timeout).await?;
     tracing::info_span!("webhook.verify_signature", http.request.body.size = body.len()).in_scope(|| {
-        signature.check_tags(&state.secrets, &body).map_err(|e| {
+        signature.check_tags(&inner.secrets, &body).map_err(|e| {
             telemetry::set_error(&tracing::Span::current(), e.to_string());
             signature_error(&e)
         })
@@ -120,10 +117,7 @@ async fn accept_webhook(state: &Inner, headers: &HeaderMap, body: Body) -> Resul
         signed_at: Some(prost_types::Timestamp { seconds: signature.timestamp, nanos: 0 }),
         received_at: Some(now.into()),
     };
-    let accepted = answer(
-        "the event service",
-        state.event.clone().ingest_webhook(grpc::with_deadline(request, state.timeout)).await,
-    )?;
+    let accepted = state.event().ingest_webhook(request).await?;
     Ok(json!({
         "status": "accepted",
         "delivery_id": accepted.delivery_id,
