@@ -212,6 +212,7 @@ impl Stack {
             storage_url: storage_url.clone(),
             storage_timeout: timeout,
             notifier_timeout: timeout,
+            outbox_max_attempts: 5,
             notifier_url: format!("http://{ng_addr}"),
             fault: fault(1),
         };

@@ -12,8 +12,8 @@ use ticketmesh_proto::v1::{
     AckOutboxRequest, AckOutboxResponse, ConfirmSnsSubscriptionRequest, ConfirmSnsSubscriptionResponse,
     FetchOutboxRequest, FetchOutboxResponse, GetStatsRequest, GetTicketRequest, ListSnsTopicsRequest,
     ListSnsTopicsResponse, ListTicketsRequest, ListTicketsResponse, Notification, OutboxMessage,
-    PublishRequest, PublishResponse, SaveEventRequest, SaveEventResponse, Stats, StoredTicket,
-    SubscribeRequest,
+    PublishRequest, PublishResponse, RecordOutboxFailureRequest, RecordOutboxFailureResponse,
+    SaveEventRequest, SaveEventResponse, Stats, StoredTicket, SubscribeRequest,
     notifier_service_server::{NotifierService, NotifierServiceServer},
     storage_service_server::{StorageService, StorageServiceServer},
 };
@@ -38,6 +38,12 @@ pub struct Fake {
     pub published: Mutex<Vec<PublishRequest>>,
     /// How many more publishes of a message id fail.
     pub publish_failures: Mutex<HashMap<String, usize>>,
+    /// Message ids the notifier refuses every time, as a bad request.
+    pub refused: Mutex<HashSet<String>>,
+    /// Failures recorded per outbox id, and the ids that became dead letters
+    /// (no longer fetched).
+    pub attempts: Mutex<HashMap<i64, i32>>,
+    pub dead: Mutex<HashSet<i64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,6 +86,10 @@ impl Fake {
 
     pub fn fail_publishes(&self, message_id: &str, times: usize) {
         lock(&self.publish_failures).insert(message_id.into(), times);
+    }
+
+    pub fn refuse_publishes(&self, message_id: &str) {
+        lock(&self.refused).insert(message_id.into());
     }
 }
 
@@ -126,8 +136,12 @@ impl StorageService for Fake {
         request: Request<FetchOutboxRequest>,
     ) -> Result<Response<FetchOutboxResponse>, Status> {
         let acked: HashSet<i64> = self.acked.borrow().iter().copied().collect();
-        let mut rows: Vec<OutboxMessage> =
-            lock(&self.outbox).iter().filter(|m| !acked.contains(&m.id)).cloned().collect();
+        let dead = lock(&self.dead).clone();
+        let mut rows: Vec<OutboxMessage> = lock(&self.outbox)
+            .iter()
+            .filter(|m| !acked.contains(&m.id) && !dead.contains(&m.id))
+            .cloned()
+            .collect();
         rows.sort_by_key(|m| m.id);
         let backlog = rows.len() as i64;
         let request = request.into_inner();
@@ -156,6 +170,21 @@ impl StorageService for Fake {
         self.acked.send_modify(|acked| acked.extend(ids));
         Ok(Response::new(AckOutboxResponse { acknowledged }))
     }
+
+    async fn record_outbox_failure(
+        &self,
+        request: Request<RecordOutboxFailureRequest>,
+    ) -> Result<Response<RecordOutboxFailureResponse>, Status> {
+        let request = request.into_inner();
+        let mut attempts = lock(&self.attempts);
+        let attempts = attempts.entry(request.id).or_default();
+        *attempts += 1;
+        let dead = *attempts >= request.max_attempts;
+        if dead {
+            lock(&self.dead).insert(request.id);
+        }
+        Ok(Response::new(RecordOutboxFailureResponse { attempts: *attempts, dead }))
+    }
 }
 
 #[tonic::async_trait]
@@ -164,6 +193,9 @@ impl NotifierService for Fake {
         let request = request.into_inner();
         let id = request.message_id.clone();
         lock(&self.published).push(request);
+        if lock(&self.refused).contains(&id) {
+            return Err(Status::invalid_argument("scripted: a message the notifier cannot take"));
+        }
         if let Some(left) = lock(&self.publish_failures).get_mut(&id).filter(|left| **left > 0) {
             *left -= 1;
             return Err(Status::unavailable("scripted: broker down"));

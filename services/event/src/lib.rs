@@ -60,6 +60,10 @@ pub struct Args {
     /// Deadline of each call to the notifier.
     #[arg(long, env = "NOTIFIER_TIMEOUT", default_value = "5s", value_parser = ticketmesh_runtime::parse_duration)]
     pub notifier_timeout: Duration,
+    /// Times the notifier may refuse an outbox message as a bad request
+    /// (retrying cannot mend it) before the relay gives up on it: a dead letter.
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub outbox_max_attempts: i32,
     #[command(flatten)]
     pub fault: ticketmesh_runtime::FaultArgs,
 }
@@ -374,6 +378,7 @@ pub async fn serve(
         storage_timeout: args.storage_timeout,
         notifier_timeout: args.notifier_timeout,
         batch: 200,
+        max_attempts: args.outbox_max_attempts,
         unacked: Vec::new(),
     };
     tokio::spawn(relay.run(server.stopping()));

@@ -22,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 
 use prometheus::{IntCounterVec, IntGauge};
 use ticketmesh_proto::v1::{
-    AckOutboxRequest, Destination, FetchOutboxRequest, PublishRequest,
+    AckOutboxRequest, Destination, FetchOutboxRequest, PublishRequest, RecordOutboxFailureRequest,
     notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{
@@ -63,6 +63,20 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// replicas.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
 
+static DEAD_LETTERED: std::sync::LazyLock<prometheus::IntCounter> = std::sync::LazyLock::new(|| {
+    metrics::counter(
+        "outbox_relay_dead_lettered_total",
+        "Outbox messages this relay gave up on (dead letters) after repeated failures retrying cannot mend",
+    )
+});
+
+/// Whether a publish failure is in the request itself, so retrying it cannot
+/// succeed (an outage, a timeout or an overload can pass; these cannot).
+fn lasting(code: tonic::Code) -> bool {
+    use tonic::Code::{FailedPrecondition, InvalidArgument, NotFound, OutOfRange, Unimplemented};
+    matches!(code, InvalidArgument | FailedPrecondition | OutOfRange | NotFound | Unimplemented)
+}
+
 static LEADER: std::sync::LazyLock<IntGauge> = std::sync::LazyLock::new(|| {
     metrics::gauge(
         "outbox_relay_leader",
@@ -93,6 +107,8 @@ pub struct Relay {
     /// Deadline of each publish through the notifier.
     pub notifier_timeout: Duration,
     pub batch: i32,
+    /// Failures retrying cannot mend after which a message is a dead letter.
+    pub max_attempts: i32,
     /// Published and confirmed, but storage did not take the acknowledgement
     /// (it was down): acknowledged first next round, not published again.
     pub unacked: Vec<i64>,
@@ -128,6 +144,27 @@ impl Relay {
                 return;
             }
         }
+    }
+
+    /// Records a failure of message `id` that retrying cannot mend; whether
+    /// it is now a dead letter (after `max_attempts` of them).
+    async fn dead_letter(&self, id: i64, status: &tonic::Status) -> Result<bool, tonic::Status> {
+        let request = RecordOutboxFailureRequest {
+            id,
+            error: format!("{:?}: {}", status.code(), status.message()),
+            max_attempts: self.max_attempts,
+        };
+        let recorded = self
+            .storage
+            .clone()
+            .record_outbox_failure(with_deadline(request, self.storage_timeout))
+            .await?
+            .into_inner();
+        if recorded.dead {
+            DEAD_LETTERED.inc();
+            tracing::error!(id, attempts = recorded.attempts, error = %status.message(), "outbox message given up on");
+        }
+        Ok(recorded.dead)
     }
 
     /// One fetch → publish → ack round; returns how many were published.
@@ -206,6 +243,11 @@ impl Relay {
                 Err(status) => {
                     telemetry::set_error(&span, status.message().to_owned());
                     RELAYED.with_label_values(&["failed"]).inc();
+                    if lasting(status.code())
+                        && self.dead_letter(message.id, &status).instrument(span).await?
+                    {
+                        continue; // given up on: what follows flows on
+                    }
                     failure = Some(status);
                     break; // keep the order: nothing after a failure goes out first
                 }

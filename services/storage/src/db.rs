@@ -217,6 +217,51 @@ impl Database {
         self.observe("UPDATE", "outbox", self.ack_outbox_statement(ids, now_ms)).await
     }
 
+    /// Counts a failure of message `id` that retrying cannot mend; at
+    /// `max_attempts` it becomes a dead letter. (attempts so far, dead): (0,
+    /// false) when it was already published or dead.
+    pub async fn record_outbox_failure(
+        &self,
+        id: i64,
+        error: &str,
+        max_attempts: i32,
+        now_ms: i64,
+    ) -> Result<(i32, bool), StoreError> {
+        let statement = async {
+            let row = sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, \
+                 dead_at_ms = CASE WHEN attempts + 1 >= $2 THEN $3 ELSE NULL END \
+                 WHERE id = $4 AND published_at_ms IS NULL AND dead_at_ms IS NULL \
+                 RETURNING CAST(attempts AS BIGINT), dead_at_ms",
+            )
+            .bind(error)
+            .bind(i64::from(max_attempts))
+            .bind(now_ms)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(match row {
+                Some(row) => {
+                    let attempts = i32::try_from(row.try_get::<i64, _>(0)?).unwrap_or(i32::MAX);
+                    (attempts, row.try_get::<Option<i64>, _>(1)?.is_some())
+                }
+                None => (0, false),
+            })
+        };
+        self.observe("UPDATE", "outbox", statement).await
+    }
+
+    /// Outbox messages that became dead letters (a partial index holds them).
+    pub async fn dead_letters(&self) -> Result<i64, StoreError> {
+        let statement = async {
+            let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE dead_at_ms IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(row.try_get::<i64, _>(0)?)
+        };
+        self.observe("SELECT", "outbox", statement).await
+    }
+
     /// Takes the relay lease for `relay` until `until_ms` if it is free,
     /// expired (at `now_ms`) or `relay`'s already; the lease as it stands
     /// after: (holder, until when).
@@ -462,7 +507,7 @@ impl Database {
     async fn outbox_statement(&self, limit: i64) -> Result<(Vec<OutboxMessage>, i64), StoreError> {
         let rows = sqlx::query(
             "SELECT id, message_id, routing_key, ticket_number, payload, created_at_ms, traceparent FROM outbox \
-             WHERE published_at_ms IS NULL ORDER BY id LIMIT $1",
+             WHERE published_at_ms IS NULL AND dead_at_ms IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -475,7 +520,8 @@ impl Database {
             rows.len() as i64
         } else {
             let span = sqlx::query(
-                "SELECT (SELECT MAX(id) FROM outbox) - (SELECT MIN(id) FROM outbox WHERE published_at_ms IS NULL) + 1",
+                "SELECT (SELECT MAX(id) FROM outbox) \
+                 - (SELECT MIN(id) FROM outbox WHERE published_at_ms IS NULL AND dead_at_ms IS NULL) + 1",
             )
             .fetch_one(&self.pool)
             .await?;

@@ -24,8 +24,8 @@ use prometheus::IntGauge;
 use prost::Message;
 use ticketmesh_proto::v1::{
     AckOutboxRequest, AckOutboxResponse, FetchOutboxRequest, FetchOutboxResponse, GetStatsRequest,
-    GetTicketRequest, ListTicketsRequest, ListTicketsResponse, SaveEventRequest, SaveEventResponse, Stats,
-    StoredTicket,
+    GetTicketRequest, ListTicketsRequest, ListTicketsResponse, RecordOutboxFailureRequest,
+    RecordOutboxFailureResponse, SaveEventRequest, SaveEventResponse, Stats, StoredTicket,
     storage_service_server::{self, StorageService, StorageServiceServer},
 };
 use ticketmesh_runtime::{
@@ -47,6 +47,12 @@ use crate::{
 
 static OUTBOX_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
     metrics::gauge("outbox_backlog", "Outbox messages not yet published (as of the last fetch)")
+});
+static OUTBOX_DEAD_LETTERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    metrics::gauge(
+        "outbox_dead_letters",
+        "Outbox messages given up on after repeated failures retrying cannot mend (as of the last fetch)",
+    )
 });
 
 #[derive(Debug, Clone, Parser)]
@@ -245,6 +251,8 @@ impl StorageService for Storage {
         let now = db::millis(Some(&std::time::SystemTime::now().into()));
         let until = now + lease.as_millis() as i64;
         let (holder, until) = self.bounded(self.db.relay_lease(&request.relay_id, now, until)).await?;
+        // Every fetch, the holder's or not, so each replica's figure is fresh.
+        OUTBOX_DEAD_LETTERS.set(self.bounded(self.db.dead_letters()).await?);
         let lease_until = Some(db::timestamp(until));
         if holder != request.relay_id {
             return Ok(Response::new(FetchOutboxResponse {
@@ -257,6 +265,29 @@ impl StorageService for Storage {
         let (messages, backlog) = self.bounded(self.db.outbox(limit)).await?;
         OUTBOX_BACKLOG.set(backlog);
         Ok(Response::new(FetchOutboxResponse { messages, backlog, leader: true, holder, lease_until }))
+    }
+
+    async fn record_outbox_failure(
+        &self,
+        request: Request<RecordOutboxFailureRequest>,
+    ) -> Result<Response<RecordOutboxFailureResponse>, Status> {
+        let request = request.into_inner();
+        if !(1..=100).contains(&request.max_attempts) {
+            return Err(Status::invalid_argument(format!(
+                "max_attempts must be 1..100, got {}",
+                request.max_attempts
+            )));
+        }
+        self.ensure_ready()?;
+        let error: String = request.error.chars().take(1000).collect();
+        let now = db::millis(Some(&std::time::SystemTime::now().into()));
+        let (attempts, dead) = self
+            .bounded(self.db.record_outbox_failure(request.id, &error, request.max_attempts, now))
+            .await?;
+        if dead {
+            tracing::error!(id = request.id, attempts, %error, "outbox message is now a dead letter");
+        }
+        Ok(Response::new(RecordOutboxFailureResponse { attempts, dead }))
     }
 
     async fn ack_outbox(

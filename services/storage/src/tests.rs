@@ -321,6 +321,39 @@ async fn the_relay_lease_gives_the_outbox_to_one_relay_until_it_lapses() {
     assert!(!fetch_as(&s, "relay-a", 1_000).await.unwrap().leader, "relay-a lost it");
 }
 
+// RecordOutboxFailure counts a message's failures; at max_attempts it is a
+// dead letter: kept, counted, and no longer fetched, while the messages
+// behind it are. A published message is not counted.
+#[tokio::test]
+async fn a_message_that_keeps_failing_becomes_a_dead_letter() {
+    let s = storage(true).await;
+    for (id, number) in [("d1", "T1"), ("d2", "T2")] {
+        save(&s, created(id, ticket(number, "Concert")), "").await.unwrap();
+    }
+    let ids: Vec<i64> = fetch(&s, 0).await.unwrap().messages.iter().map(|m| m.id).collect();
+    let storage: &Storage = &s;
+    let fail = |id: i64| async move {
+        let request =
+            RecordOutboxFailureRequest { id, error: "InvalidArgument: bad".into(), max_attempts: 2 };
+        storage.record_outbox_failure(Request::new(request)).await.map(Response::into_inner)
+    };
+    let first = fail(ids[0]).await.unwrap();
+    assert_eq!((first.attempts, first.dead), (1, false));
+    assert_eq!(fetch(&s, 0).await.unwrap().messages.len(), 2, "still fetched after one failure");
+    let second = fail(ids[0]).await.unwrap();
+    assert_eq!((second.attempts, second.dead), (2, true));
+    let rest = fetch(&s, 0).await.unwrap();
+    let left: Vec<&str> = rest.messages.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!((left, rest.backlog), (vec!["d2"], 1));
+    assert_eq!(s.db.dead_letters().await.unwrap(), 1);
+    assert_eq!(fail(ids[0]).await.unwrap().attempts, 0, "a dead letter is not counted again");
+    s.ack_outbox(Request::new(AckOutboxRequest { ids: vec![ids[1]] })).await.unwrap();
+    assert_eq!(fail(ids[1]).await.unwrap().attempts, 0, "a published message is not counted");
+    let out_of_range = RecordOutboxFailureRequest { id: ids[1], error: String::new(), max_attempts: 0 };
+    let refused = s.record_outbox_failure(Request::new(out_of_range)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+}
+
 // FetchOutbox refuses a fetch with no relay id, or a lease outside 1..60 s.
 #[tokio::test]
 async fn fetch_outbox_refuses_no_relay_id_or_a_lease_out_of_range() {

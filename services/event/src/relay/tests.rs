@@ -17,6 +17,7 @@ fn relay(url: &str) -> Relay {
         storage_timeout: TIMEOUT,
         notifier_timeout: TIMEOUT,
         batch: 200,
+        max_attempts: 3,
         unacked: Vec::new(),
     }
 }
@@ -75,6 +76,28 @@ async fn a_failed_publish_stops_the_round_at_that_row_until_it_goes_through() {
     assert_eq!(relay.round().await.unwrap(), 3);
     assert_eq!(fake.published_ids(), ["m1", "m2", "m2", "m3", "m4"]);
     assert_eq!(fake.acked_ids(), [1, 2, 3, 4]);
+}
+
+// A message the notifier refuses as a bad request stops the round like any
+// failure, and counts; at its third refusal it becomes a dead letter and the
+// messages behind it flow again. An outage never counts.
+#[tokio::test]
+async fn a_message_refused_three_times_becomes_a_dead_letter_and_the_rest_flows() {
+    let (fake, mut relay) = fake_with_outbox(3).await;
+    fake.refuse_publishes("m2");
+    fake.fail_publishes("m3", 1);
+    for attempt in 1..=2 {
+        let refused = relay.round().await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "attempt {attempt}");
+        assert_eq!(fake.acked_ids(), [1], "nothing behind m2 goes out before it");
+    }
+    assert!(relay.round().await.is_err(), "m2 given up on, then m3's outage stops the round");
+    assert_eq!(fake.dead.lock().unwrap().iter().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(relay.round().await.unwrap(), 1);
+    assert_eq!(fake.acked_ids(), [1, 3], "m3 published once its outage passed");
+    assert_eq!(fake.published_ids(), ["m1", "m2", "m2", "m2", "m3", "m3"]);
+    assert_eq!(fake.attempts.lock().unwrap().get(&3), None, "an outage is not counted");
+    assert_eq!(relay.round().await.unwrap(), 0, "the dead letter is not fetched again");
 }
 
 // An ack that storage did not take is sent again first next round, and
