@@ -73,6 +73,24 @@ pub struct NewEvent {
     pub traceparent: String,
 }
 
+/// A table whose old rows [`Database::prune`] deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prunable {
+    /// Published outbox rows.
+    Outbox,
+    /// Stored deliveries (their ids are what recognises a sender's retry).
+    Events,
+}
+
+impl Prunable {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Outbox => "outbox",
+            Self::Events => "events",
+        }
+    }
+}
+
 /// Filters and cursor of a ticket listing.
 #[derive(Debug, Clone, Default)]
 pub struct TicketFilter {
@@ -249,6 +267,28 @@ impl Database {
             })
         };
         self.observe("UPDATE", "outbox", statement).await
+    }
+
+    /// Deletes at most `limit` rows of `table` older than `before_ms`: outbox
+    /// rows published before it (never an unpublished one or a dead letter),
+    /// or events received before it. How many went.
+    pub async fn prune(&self, table: Prunable, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        // The oldest first, a bounded number per statement, so a large first
+        // prune neither holds its locks long nor outgrows the deadline.
+        let sql = match table {
+            Prunable::Outbox => {
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+                 WHERE published_at_ms IS NOT NULL AND published_at_ms < $1 ORDER BY published_at_ms LIMIT $2)"
+            }
+            Prunable::Events => {
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
+                 WHERE received_at_ms < $1 ORDER BY received_at_ms LIMIT $2)"
+            }
+        };
+        let statement = async {
+            Ok(sqlx::query(sql).bind(before_ms).bind(limit).execute(&self.pool).await?.rows_affected())
+        };
+        self.observe("DELETE", table.name(), statement).await
     }
 
     /// Outbox messages that became dead letters (a partial index holds them).

@@ -77,6 +77,16 @@ pub struct Args {
     /// takes one writer at a time: there it is always 1).
     #[arg(long, env = "WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub writers: u8,
+    /// How long a published outbox message is kept (then pruned).
+    #[arg(long, env = "OUTBOX_RETENTION", default_value = "7d", value_parser = ticketmesh_runtime::parse_duration)]
+    pub outbox_retention: Duration,
+    /// How long a stored delivery is kept (then pruned). A sender's retry
+    /// of a delivery older than this is stored and published again.
+    #[arg(long, env = "EVENTS_RETENTION", default_value = "30d", value_parser = ticketmesh_runtime::parse_duration)]
+    pub events_retention: Duration,
+    /// How often the pruning runs.
+    #[arg(long, env = "PRUNE_INTERVAL", default_value = "10m", value_parser = ticketmesh_runtime::parse_duration)]
+    pub prune_interval: Duration,
     /// redis://host:port for the read cache; unset means no cache.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -302,6 +312,65 @@ impl StorageService for Storage {
     }
 }
 
+static PRUNED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        "storage_pruned_rows_total",
+        "Rows deleted past their retention, by table",
+        &["table"],
+    )
+});
+
+/// What pruning keeps, and how much it deletes per statement.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub outbox: Duration,
+    pub events: Duration,
+    pub every: Duration,
+}
+
+/// Rows per pruning statement.
+const PRUNE_BATCH: i64 = 5_000;
+
+/// Deletes what is past its retention, every `retention.every`, until
+/// `stop`: each table in statements of [`PRUNE_BATCH`] rows until none is
+/// left. Several replicas may prune at once: a row deleted twice is deleted once.
+pub async fn prune(db: Database, retention: Retention, timeout: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        // First after one interval: at start the database may not be migrated yet.
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(retention.every) => {}
+        }
+        for (table, keep) in
+            [(db::Prunable::Outbox, retention.outbox), (db::Prunable::Events, retention.events)]
+        {
+            let now = db::millis(Some(&std::time::SystemTime::now().into()));
+            let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+            loop {
+                match tokio::time::timeout(timeout, db.prune(table, before, PRUNE_BATCH)).await {
+                    Ok(Ok(deleted)) => {
+                        PRUNED.with_label_values(&[table.name()]).inc_by(deleted);
+                        if deleted < PRUNE_BATCH as u64 || *stop.borrow() {
+                            break;
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, table = table.name(), "pruning failed; next time");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            table = table.name(),
+                            "pruning took longer than {timeout:?}; next time"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Migrates, then keeps health in step with the database: NOT_SERVING while
 /// it cannot be reached, SERVING again by itself when it answers (asked
 /// every second while it does, with backoff while it does not).
@@ -369,6 +438,12 @@ pub async fn serve(
         args.database_timeout,
     );
     tokio::spawn(watch_database(db.clone(), health.clone(), args.database_timeout, server.stopping()));
+    let retention = Retention {
+        outbox: args.outbox_retention,
+        events: args.events_retention,
+        every: args.prune_interval,
+    };
+    tokio::spawn(prune(db.clone(), retention, args.database_timeout, server.stopping()));
     let storage = Storage { db, cache, stats, writer, health, timeout: args.database_timeout };
     server
         .add_service(StorageServiceServer::new(storage))

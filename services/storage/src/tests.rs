@@ -354,6 +354,36 @@ async fn a_message_that_keeps_failing_becomes_a_dead_letter() {
     assert_eq!(refused.code(), Code::InvalidArgument);
 }
 
+// Pruning deletes published outbox rows and events past their retention,
+// at most `limit` a statement, oldest first; never an unpublished message or
+// a dead letter. A delivery pruned from events is new again if resent.
+#[tokio::test]
+async fn pruning_deletes_only_what_is_past_its_retention() {
+    use db::Prunable::{Events, Outbox};
+    let s = storage(true).await;
+    for (id, number) in [("p1", "P1"), ("p2", "P2"), ("p3", "P3"), ("p4", "P4")] {
+        save(&s, created(id, ticket(number, "Concert")), "").await.unwrap();
+    }
+    let ids: Vec<i64> = fetch(&s, 0).await.unwrap().messages.iter().map(|m| m.id).collect();
+    s.ack_outbox(Request::new(AckOutboxRequest { ids: ids[..3].to_vec() })).await.unwrap();
+    let failure = RecordOutboxFailureRequest { id: ids[3], error: "bad".into(), max_attempts: 1 };
+    assert!(s.record_outbox_failure(Request::new(failure)).await.unwrap().into_inner().dead);
+    let now = db::millis(Some(&std::time::SystemTime::now().into()));
+
+    assert_eq!(s.db.prune(Outbox, now - 60_000, 10).await.unwrap(), 0, "published just now: kept");
+    assert_eq!(s.db.prune(Outbox, now + 1_000, 2).await.unwrap(), 2, "at most the limit");
+    assert_eq!(s.db.prune(Outbox, now + 1_000, 10).await.unwrap(), 1);
+    assert_eq!(s.db.prune(Outbox, now + 1_000, 10).await.unwrap(), 0, "the dead letter stays");
+    assert_eq!(s.db.dead_letters().await.unwrap(), 1);
+
+    // Events carry the received time of the deliveries (1 s after the epoch here).
+    assert_eq!(s.db.prune(Events, 500, 10).await.unwrap(), 0);
+    assert_eq!(s.db.prune(Events, 2_000, 10).await.unwrap(), 4);
+    let again = save(&s, created("p1", ticket("P1", "Concert")), "").await.unwrap();
+    assert!(!again.duplicate, "past the events' retention a resent delivery is new again");
+    assert_eq!(get(&s, "P2").await.unwrap().ticket.unwrap().number, "P2", "tickets are never pruned");
+}
+
 // FetchOutbox refuses a fetch with no relay id, or a lease outside 1..60 s.
 #[tokio::test]
 async fn fetch_outbox_refuses_no_relay_id_or_a_lease_out_of_range() {
