@@ -90,7 +90,7 @@ soak: | $(TOOLS)/bin/python ## Release build, then SOAK_SECONDS (600) at SOAK_RA
 	cargo build --release --bins
 	$(TOOLS)/bin/python scripts/soak.py
 
-break: | $(TOOLS)/bin/python ## Switch a failure scenario on and drive traffic at it: make break SCENARIO=flaky-reads|slow-storage|broker-down|forged-webhooks [CLUSTER=1] [SECONDS=60]
+break: | $(TOOLS)/bin/python ## Switch a failure scenario on and drive traffic at it: make break SCENARIO=flaky-reads|slow-storage|broker-down|forged-webhooks|bad-replica [CLUSTER=1] [SECONDS=60]
 	@test -n "$(SCENARIO)" || { $(TOOLS)/bin/python scripts/breakit.py list; echo "usage: make break SCENARIO=<one of the above> [CLUSTER=1]"; exit 2; }
 	cargo build --bin app-simulator
 	$(TOOLS)/bin/python scripts/breakit.py break $(SCENARIO) --seconds $(or $(SECONDS),60) $(if $(CLUSTER),--cluster)

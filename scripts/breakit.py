@@ -8,8 +8,10 @@ what the callers see, and say where to look; `heal` clears every rule.
     scripts/breakit.py heal [--cluster]
 
 Locally it talks to `make run` (its ports are in topology.txt). With
---cluster it reaches the kind cluster's admin ports through `kubectl
-port-forward` (the images have no shell) and the gateway on 127.0.0.1:30080.
+--cluster it reaches the admin port of every pod of each service through
+`kubectl port-forward` (the images have no shell), and the gateway on
+127.0.0.1:30080. A scenario's rules go to every pod of a service, or with
+"pods": "one" to one pod only (a bad replica among good ones).
 The scenarios, their rules and what each moves are in break-scenarios.json.
 """
 
@@ -57,24 +59,42 @@ def call(method, url, body=None, timeout=5):
         return status, text
 
 
+def urls_of(admins, service):
+    """The admin URLs of a service's pods: `admins` maps a service to one URL
+    (make run) or to a list of them (the cluster, one per pod)."""
+    urls = admins[service]
+    return [urls] if isinstance(urls, str) else list(urls)
+
+
 def apply(admins, name):
-    """Sets the scenario's rules on each service it names (replacing theirs)."""
-    for service, rules in SCENARIOS[name]["faults"].items():
-        status, body = call("PUT", f"{admins[service]}/faults", {"rules": rules})
-        if status != 200:
-            raise SystemExit(f"{service} refused the rules of {name}: {status} {body}")
-        print(f"  {service}: {'; '.join(r['rule'] for r in body['rules'])}", flush=True)
+    """Sets the scenario's rules on each service it names (replacing theirs):
+    on every pod, or on the first only when the scenario says "pods": "one"."""
+    scenario = SCENARIOS[name]
+    for service, rules in scenario["faults"].items():
+        urls = urls_of(admins, service)
+        if scenario.get("pods") == "one":
+            if len(urls) < 2:
+                raise SystemExit(f"{name} breaks one of several pods of {service}, and there is {len(urls)}: "
+                                 "run it on the cluster (CLUSTER=1), where each service has two")
+            urls = urls[:1]
+        for url in urls:
+            status, body = call("PUT", f"{url}/faults", {"rules": rules})
+            if status != 200:
+                raise SystemExit(f"{service} refused the rules of {name}: {status} {body}")
+            where = f" ({url})" if len(urls_of(admins, service)) > 1 else ""
+            print(f"  {service}{where}: {'; '.join(r['rule'] for r in body['rules'])}", flush=True)
 
 
 def heal(admins):
-    """Clears every service's rules; says which could not be reached."""
+    """Clears every pod's rules; says which could not be reached."""
     unreachable = []
     for service in SERVICES:
-        status, body = call("DELETE", f"{admins[service]}/faults")
-        if status == 200:
-            print(f"  {service}: no fault rules", flush=True)
-        else:
-            unreachable.append(f"{service} ({status or body})")
+        for url in urls_of(admins, service):
+            status, body = call("DELETE", f"{url}/faults")
+            if status == 200:
+                print(f"  {service}: no fault rules", flush=True)
+            else:
+                unreachable.append(f"{service} ({status or body})")
     if unreachable:
         raise SystemExit(f"could not clear: {', '.join(unreachable)}")
 
@@ -136,19 +156,29 @@ def drive(gateway, name, seconds, progress=True):
 
 @contextlib.contextmanager
 def port_forwards(namespace=NAMESPACE):
-    """Each service's admin port (9090) on a local port, through kubectl."""
+    """The admin port (9090) of every running pod of each service on a local
+    port, through kubectl: service → [URL, …], pods in name order."""
     kubectl = os.environ.get("KUBECTL", "kubectl")
     procs, admins = [], {}
     try:
         for service in SERVICES:
-            proc = subprocess.Popen([kubectl, "--context", CONTEXT, "-n", namespace, "port-forward", f"deploy/{service}", ":9090"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            procs.append(proc)
-            line = proc.stdout.readline()
-            match = re.search(r"127\.0\.0\.1:(\d+)", line)
-            if not match:
-                raise SystemExit(f"kubectl port-forward to {service}: {line.strip() or 'no answer'}")
-            admins[service] = f"http://127.0.0.1:{match.group(1)}"
+            listed = subprocess.run([kubectl, "--context", CONTEXT, "-n", namespace, "get", "pods",
+                                     "-l", f"app.kubernetes.io/name={service}", "--field-selector=status.phase=Running",
+                                     "-o", "jsonpath={.items[*].metadata.name}"],
+                                    capture_output=True, text=True, timeout=30)
+            pods = sorted(listed.stdout.split())
+            if listed.returncode != 0 or not pods:
+                raise SystemExit(f"no running pod of {service}: {listed.stderr.strip() or 'none listed'}")
+            admins[service] = []
+            for pod in pods:
+                proc = subprocess.Popen([kubectl, "--context", CONTEXT, "-n", namespace, "port-forward", f"pod/{pod}", ":9090"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                procs.append(proc)
+                line = proc.stdout.readline()
+                match = re.search(r"127\.0\.0\.1:(\d+)", line)
+                if not match:
+                    raise SystemExit(f"kubectl port-forward to {pod}: {line.strip() or 'no answer'}")
+                admins[service].append(f"http://127.0.0.1:{match.group(1)}")
         yield admins
     finally:
         for proc in procs:
