@@ -5,7 +5,10 @@ then the webhook path (app-simulator, fresh signed deliveries), the hello path
 (SNS disabled), a read (/api/stats) and the gateway's own /health (wrk), and
 each process's peak RSS. Prints one table and writes it to BENCH.md.
 
-On the real backends, two hostile-traffic checks follow: overload (open loop
+On the real backends, PostgreSQL alone is measured first (pgbench: one
+transaction inserting an event row and an outbox row, BENCH_CONCURRENCY
+clients) and the webhook path is compared with it. Two hostile-traffic checks
+follow: overload (open loop
 at 3× the webhook capacity just measured, for 30 s, then recovery) and stalled
 dashboards (50 clients open GET /events and never read while 100,000 webhooks
 go through; the gateway's and the notifier's RSS, and the relay's progress).
@@ -295,6 +298,39 @@ def stalled_dashboards(stack):
             "rps": report["accepted"] / report["elapsed_s"], "peak": peak, "drained_s": drained, "cut": cut}
 
 
+# pgbench substitutes :payload as text: a bytea of a real delivery's size.
+FLOOR_SCRIPT = """\\set n random(1, 2000000000)
+BEGIN;
+INSERT INTO events (delivery_id, event_type, ticket_number, payload, signed_at_ms, received_at_ms)
+  VALUES (md5(:client_id || '-' || :n || '-' || random()), 'ticket_created', 'T' || :n, :payload, 0, 0);
+INSERT INTO outbox (message_id, routing_key, ticket_number, payload, created_at_ms)
+  VALUES (md5(:client_id || '+' || :n || '+' || random()), 'ticket.created', 'T' || :n, :payload, 0);
+END;
+"""
+
+
+def floor(seconds=10):
+    """PostgreSQL alone: pgbench, one transaction inserting an event row and an
+    outbox row (the tables and indexes a delivery writes, payloads of a real
+    delivery's size) per request, CONCURRENCY clients, for `seconds`. The
+    transactions per second: what the webhook path is compared with."""
+    database = f"tm_floor_{time.strftime('%Y%m%d%H%M%S')}"
+    psql(f"CREATE DATABASE {database}")
+    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{database}"
+    try:
+        for sql in sorted((ROOT / "services/storage/migrations/postgres").glob("*.sql")):
+            subprocess.run(["psql", url, "-qX", "-v", "ON_ERROR_STOP=1", "-f", str(sql)], check=True, capture_output=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+            script.write(FLOOR_SCRIPT)
+            script.flush()
+            out = subprocess.run(["pgbench", "-n", "-c", str(CONCURRENCY), "-j", str(os.cpu_count()), "-T", str(seconds),
+                                  "-D", "payload=decode(repeat('7b', 600), 'hex')", "-f", script.name, url],
+                                 check=True, capture_output=True, text=True).stdout
+        return float(re.search(r"tps = ([\d.]+)", out).group(1))
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def run(name, env, cleanup, hostile=False):
     print(f"== {name}: starting the four release binaries", flush=True)
     stack = Stack(name, env)
@@ -302,6 +338,9 @@ def run(name, env, cleanup, hostile=False):
     try:
         simulate(stack.base, 1000, CONCURRENCY)
         rows = {}
+        if hostile:
+            print(f"   PostgreSQL alone (pgbench, event + outbox row per transaction, {CONCURRENCY} clients)", flush=True)
+            extra_floor = floor()
         print(f"   webhook path: {WEBHOOKS} signed deliveries at {CONCURRENCY} in flight", flush=True)
         cpu = {}
         with CpuMeter(stack) as meter:
@@ -317,6 +356,7 @@ def run(name, env, cleanup, hostile=False):
             cpu[label.split(" ")[0]] = meter
         extra = {}
         if hostile:
+            extra["floor"] = extra_floor
             extra["overload"] = overload(stack, rows["webhook (POST /webhook)"]["rps"])
             stack.drain_outbox()
             extra["stalled"] = stalled_dashboards(stack)
@@ -374,6 +414,11 @@ def table(result):
              "| path | req/s | p50 ms | p99 ms | errors | requests |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for label, r in result["rows"].items():
         lines.append(f"| {label} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} | {r['requests']} |")
+    if "floor" in result:
+        webhook = result["rows"]["webhook (POST /webhook)"]["rps"]
+        lines += ["", f"PostgreSQL alone in the same run (pgbench, {CONCURRENCY} clients, one transaction inserting an "
+                  f"event row and an outbox row): {result['floor']:.0f} transactions/s. The webhook path does "
+                  f"{webhook / result['floor']:.2f}× that."]
     lines += ["", "| process | peak RSS (MiB) |", "| --- | ---: |"]
     lines += [f"| {name} | {mib:.1f} |" for name, mib in result["rss"].items()]
     cpu = result["cpu"]
@@ -393,6 +438,8 @@ def verdict(result):
     checks = [
         (f"webhook ≥ 2,000 accepted/s at {CONCURRENCY} in flight", webhook["rps"] >= 2000, f"{webhook['rps']:.0f}/s"),
         ("webhook p99 ≤ 50 ms", webhook["p99"] <= 50, f"{webhook['p99']:.1f} ms"),
+        *([("webhook ≥ 1.0× PostgreSQL's event+outbox floor measured in the same run", webhook["rps"] >= result["floor"],
+            f"{webhook['rps'] / result['floor']:.2f}×")] if "floor" in result else []),
         ("webhook 0 errors", webhook["errors"] == 0, str(webhook["errors"])),
         ("hello ≥ 50 % of /health's req/s", hello["rps"] >= health["rps"] / 2,
          f"{100 * hello['rps'] / max(health['rps'], 1):.0f} %"),
@@ -404,9 +451,9 @@ def verdict(result):
 
 
 def main():
-    for tool in ("wrk", "psql"):
+    for tool, package in (("wrk", "wrk"), ("psql", "postgresql-client"), ("pgbench", "postgresql-client")):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is needed: apt-get install -y {'wrk' if tool == 'wrk' else 'postgresql-client'}")
+            raise SystemExit(f"{tool} is needed: apt-get install -y {package}")
     for name in SERVICES + ["app-simulator"]:
         if not (BIN / name).exists():
             raise SystemExit(f"{BIN / name} is missing: cargo build --release --bins")
