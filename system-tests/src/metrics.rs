@@ -22,6 +22,16 @@ pub async fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f6
     (!matching.is_empty()).then(|| matching.iter().sum())
 }
 
+/// [`metric`], or `None` while `url` does not answer (its process is down
+/// or still starting) as well.
+pub async fn metric_if_up(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    let samples = parse_prometheus(&text);
+    let matching: Vec<f64> =
+        samples.iter().filter(|s| matches(s, name, labels)).map(|(_, _, v)| *v).collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
 fn matches((n, l, _): &Sample, name: &str, labels: &[(&str, &str)]) -> bool {
     n == name && labels.iter().all(|(k, v)| l.get(*k).is_some_and(|x| x == v))
 }

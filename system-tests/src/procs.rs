@@ -420,6 +420,19 @@ impl Procs {
     /// Starts another replica of `binary`, called `name`: its environment,
     /// with listeners of its own.
     pub async fn spawn_replica(&mut self, binary: &'static str, name: &'static str) {
+        self.spawn_replica_with(binary, name, &[]).await;
+    }
+
+    /// [`Self::spawn_replica`], with `overrides` set in the replica's
+    /// environment before it starts: e.g. its STORAGE_URL pointed at another
+    /// replica (`format!("http://{}", procs.addr_of("app-storage-2", "GRPC_ADDR"))`),
+    /// which makes a second chain of services.
+    pub async fn spawn_replica_with(
+        &mut self,
+        binary: &'static str,
+        name: &'static str,
+        overrides: &[(&'static str, String)],
+    ) {
         let mut env = self.env[binary].clone();
         for (variable, value) in &mut env {
             if variable.ends_with("_ADDR") {
@@ -431,6 +444,9 @@ impl Procs {
         }
         self.env.insert(name, env);
         self.binaries.insert(name, binary);
+        for (variable, value) in overrides {
+            self.set_env(name, variable, value.clone());
+        }
         self.spawn(name).await;
     }
 
@@ -480,6 +496,23 @@ impl Procs {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The base URL of gateway `name` (a replica's too): `http://` and its HTTP_ADDR.
+    pub fn base_of(&self, name: &str) -> String {
+        format!("http://{}", self.addr_of(name, "HTTP_ADDR"))
+    }
+
+    /// Until gateway `name` (e.g. a replica wired to a chain of its own)
+    /// reports ready.
+    pub async fn ready_of(&self, name: &str) {
+        let url = format!("{}/ready", self.base_of(name));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        while !client.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+            assert!(Instant::now() < deadline, "{name} did not become ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A path on binary `name`'s admin port.

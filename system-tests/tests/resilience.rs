@@ -61,6 +61,10 @@ impl Rig {
                 ("app-gateway", "GRPC_TIMEOUT", "5s".into()),
                 // The SSE churn test connects 200 clients at once.
                 ("app-gateway", "MAX_SSE_CLIENTS", "200".into()),
+                // These tests count every refusal against the fault: admission
+                // (503 overloaded, tested in hostile.rs) must not add its own when
+                // a busy machine slows the path down.
+                ("app-gateway", "WEBHOOK_CONCURRENCY", "4096".into()),
             ],
             ..Setup::default()
         };
