@@ -43,9 +43,23 @@ pub fn redis_url() -> String {
 }
 
 /// A free port on loopback, picked before a process binds it (so a process
-/// killed and started again comes back on it).
+/// killed and started again comes back on it). Below the kernel's ephemeral
+/// range (32768 and up on Linux): a port from there could be handed to some
+/// outgoing connection between this pick and the process's bind. Successive
+/// picks in one test process walk the range, from a start that differs per
+/// process.
 pub fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+    const FIRST: u32 = 12_000;
+    const PORTS: u32 = 8_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..PORTS {
+        let port = FIRST + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % PORTS;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap().to_string();
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + PORTS)
 }
 
 /// The host:port of a URL such as `postgres://user@host:5432/db`.
@@ -111,6 +125,24 @@ impl Backend {
         let mut conn = sqlx::AnyConnection::connect(&self.database_url).await.unwrap();
         let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap();
         n
+    }
+
+    /// Nothing half-written: one outbox row per event (none pruned in a
+    /// test), a ticket row for each event's ticket, and none without one.
+    pub async fn assert_whole(&self) {
+        let events = self.count("SELECT COUNT(*) FROM events").await;
+        let outbox = self.count("SELECT COUNT(*) FROM outbox").await;
+        let orphans = self
+            .count("SELECT COUNT(*) FROM tickets WHERE number NOT IN (SELECT ticket_number FROM events)")
+            .await;
+        let missing = self
+            .count("SELECT COUNT(DISTINCT ticket_number) FROM events WHERE ticket_number NOT IN (SELECT number FROM tickets)")
+            .await;
+        assert!(
+            events == outbox && orphans == 0 && missing == 0,
+            "partial rows: {events} events, {outbox} outbox rows, {orphans} tickets without an event, \
+             {missing} events' tickets without a row"
+        );
     }
 
     pub async fn drop_database(self) {
