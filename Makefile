@@ -9,7 +9,7 @@ TOOLS := .venv-tools
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-run: ## Build and start all four services locally (embedded SQLite unless DATABASE_URL/REDIS_URL are set)
+run: ## Build and start all four services locally (embedded SQLite unless DATABASE_URL/REDIS_URL are set; REPLICAS=2 adds a second chain, on PostgreSQL)
 	@scripts/run.sh
 
 test: lint unit e2e ui manifests observability ## Everything CI checks: format, clippy, shellcheck, all tests, the end-to-end run, the page in Chromium, the cluster files, the monitoring files
