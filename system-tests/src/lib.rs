@@ -386,6 +386,13 @@ impl<T: Gateway> Gateway for std::sync::Arc<T> {
     }
 }
 
+/// A gateway's base URL, e.g. `http://127.0.0.1:8080` (a replica's).
+impl Gateway for String {
+    fn url(&self, path: &str) -> String {
+        format!("{self}{path}")
+    }
+}
+
 impl Gateway for procs::Procs {
     fn url(&self, path: &str) -> String {
         procs::Procs::url(self, path)

@@ -16,20 +16,19 @@ pub async fn scrape(url: &str) -> Vec<Sample> {
 /// `labels`; `None` while there is none (a labelled counter or a lazily
 /// registered metric appears with its first use).
 pub async fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let samples = scrape(url).await;
-    let matching: Vec<f64> =
-        samples.iter().filter(|s| matches(s, name, labels)).map(|(_, _, v)| *v).collect();
-    (!matching.is_empty()).then(|| matching.iter().sum())
+    sum(&scrape(url).await, name, labels)
 }
 
 /// [`metric`], or `None` while `url` does not answer (its process is down
 /// or still starting) as well.
 pub async fn metric_if_up(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-    let samples = parse_prometheus(&text);
-    let matching: Vec<f64> =
-        samples.iter().filter(|s| matches(s, name, labels)).map(|(_, _, v)| *v).collect();
-    (!matching.is_empty()).then(|| matching.iter().sum())
+    sum(&parse_prometheus(&text), name, labels)
+}
+
+fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut matching = samples.iter().filter(|s| matches(s, name, labels)).map(|(_, _, v)| *v).peekable();
+    matching.peek().is_some().then(|| matching.sum())
 }
 
 fn matches((n, l, _): &Sample, name: &str, labels: &[(&str, &str)]) -> bool {
@@ -120,5 +119,5 @@ fn parse_labels(body: &str, line: &str) -> HashMap<String, String> {
 /// The sum of the samples named `name` whose labels include `labels` (0
 /// when there is none).
 pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples.iter().filter(|s| matches(s, name, labels)).map(|(_, _, v)| v).sum()
+    sum(samples, name, labels).unwrap_or(0.0)
 }

@@ -29,15 +29,7 @@ async fn created_then_cancelled(procs: &Procs, tag: &str, tickets: usize) {
         sending.spawn(async move {
             for (event, reason) in [("ticket_created", ""), ("ticket_updated", "event_cancellation")] {
                 let body = delivery(event, &number, "Concert", "20.00", reason);
-                let answer = client
-                    .post(format!("{base}/webhook"))
-                    .header("content-type", "application/json")
-                    .header("petzi-signature", sign(body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(answer.status(), 200, "{number} {event}");
+                assert_eq!(post_signed(&client, &base, &body).await.status, 200, "{number} {event}");
             }
         });
     }

@@ -766,6 +766,40 @@ pub fn timestamp(ms: i64) -> prost_types::Timestamp {
     }
 }
 
+/// A PostgreSQL database of a test's own (at TEST_POSTGRES_URL's server),
+/// created empty and dropped by [`ScratchPostgres::drop_database`].
+#[cfg(test)]
+pub(crate) struct ScratchPostgres {
+    pub db: Database,
+    admin: sqlx::PgConnection,
+    name: String,
+}
+
+#[cfg(test)]
+impl ScratchPostgres {
+    pub async fn create(prefix: &str) -> Self {
+        use sqlx::Connection;
+        let url = std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("{prefix}_{}", std::process::id());
+        let mut admin =
+            sqlx::PgConnection::connect(&url).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
+        for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")]
+        {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+        }
+        let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+        let db = Database::connect_lazy(&format!("{base}/{name}"), Duration::from_secs(5)).unwrap();
+        Self { db, admin, name }
+    }
+
+    pub async fn drop_database(mut self) {
+        self.db.pool.close().await;
+        let sql = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut self.admin).await.unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -899,19 +933,8 @@ mod tests {
     #[tokio::test]
     #[ignore = "needs PostgreSQL (make test runs it)"]
     async fn postgres_batches_store_what_sequential_writes_would() {
-        use sqlx::Connection;
-        let admin = std::env::var("TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("tm_db_test_{}", std::process::id());
-        let mut conn =
-            sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
-        let run = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
-        run(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
-        run(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-        let db = Database::connect_lazy(&url, Duration::from_secs(5)).unwrap();
-        batches_store_what_sequential_writes_would(db.clone()).await;
-        db.pool.close().await;
-        run(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+        let scratch = ScratchPostgres::create("tm_db_test").await;
+        batches_store_what_sequential_writes_would(scratch.db.clone()).await;
+        scratch.drop_database().await;
     }
 }

@@ -432,17 +432,8 @@ async fn calls_are_unavailable_until_the_database_is_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs PostgreSQL (make test runs it)"]
 async fn several_writers_keep_each_tickets_outbox_in_commit_order() {
-    use sqlx::Connection;
-    let admin = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("tm_test_writers_{}", std::process::id());
-    let mut conn =
-        sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL reachable (TEST_POSTGRES_URL)");
-    let run = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
-    run(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
-    run(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    let db =
-        Database::connect_lazy(&format!("{}/{name}", admin.rsplit_once('/').unwrap().0), TIMEOUT).unwrap();
+    let scratch = db::ScratchPostgres::create("tm_test_writers").await;
+    let db = scratch.db.clone();
     db.migrate().await.unwrap();
     // Batches of two and eight writers: the updates of one ticket are spread
     // over transactions that run at the same time.
@@ -495,5 +486,5 @@ async fn several_writers_keep_each_tickets_outbox_in_commit_order() {
         db.ack_outbox(&ids, 1).await.unwrap();
     }
     drop((writer, db));
-    run(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+    scratch.drop_database().await;
 }
