@@ -43,6 +43,8 @@ pub struct Fake {
     /// Failures recorded per outbox id, and the ids that became dead letters
     /// (no longer fetched).
     pub attempts: Mutex<HashMap<i64, i32>>,
+    /// How many of the next RecordOutboxFailure calls fail.
+    pub record_failures: Mutex<usize>,
     pub dead: Mutex<HashSet<i64>>,
 }
 
@@ -175,6 +177,11 @@ impl StorageService for Fake {
         &self,
         request: Request<RecordOutboxFailureRequest>,
     ) -> Result<Response<RecordOutboxFailureResponse>, Status> {
+        let mut failures = lock(&self.record_failures);
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(Status::unavailable("scripted: storage down"));
+        }
         let request = request.into_inner();
         let mut attempts = lock(&self.attempts);
         let attempts = attempts.entry(request.id).or_default();

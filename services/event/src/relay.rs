@@ -243,10 +243,17 @@ impl Relay {
                 Err(status) => {
                     telemetry::set_error(&span, status.message().to_owned());
                     RELAYED.with_label_values(&["failed"]).inc();
-                    if lasting(status.code())
-                        && self.dead_letter(message.id, &status).instrument(span).await?
-                    {
-                        continue; // given up on: what follows flows on
+                    if lasting(status.code()) {
+                        match self.dead_letter(message.id, &status).instrument(span).await {
+                            Ok(true) => continue, // given up on: what follows flows on
+                            Ok(false) => {}
+                            // Storage did not take it: stop here, but acknowledge
+                            // what this round published, so it goes out once.
+                            Err(unrecorded) => {
+                                failure = Some(unrecorded);
+                                break;
+                            }
+                        }
                     }
                     failure = Some(status);
                     break; // keep the order: nothing after a failure goes out first

@@ -100,6 +100,18 @@ async fn a_message_refused_three_times_becomes_a_dead_letter_and_the_rest_flows(
     assert_eq!(relay.round().await.unwrap(), 0, "the dead letter is not fetched again");
 }
 
+// When storage cannot record a refusal, the round stops there, and what
+// it published before is still acknowledged (so it goes out once).
+#[tokio::test]
+async fn an_unrecorded_refusal_stops_the_round_but_keeps_the_acks() {
+    let (fake, mut relay) = fake_with_outbox(3).await;
+    fake.refuse_publishes("m2");
+    *fake.record_failures.lock().unwrap() = 1;
+    assert_eq!(relay.round().await.unwrap_err().code(), tonic::Code::Unavailable);
+    assert_eq!(fake.published_ids(), ["m1", "m2"]);
+    assert_eq!(fake.acked_ids(), [1], "m1 acknowledged though the round failed");
+}
+
 // An ack that storage did not take is sent again first next round, and
 // the messages it covers are not published again.
 #[tokio::test]
