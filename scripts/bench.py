@@ -12,10 +12,14 @@ follow: overload (open loop
 at 3× the webhook capacity just measured, for 30 s, then recovery) and stalled
 dashboards (50 clients open GET /events and never read while 100,000 webhooks
 go through; the gateway's and the notifier's RSS, and the relay's progress).
+Last, reads at scale: the tickets table is seeded to BENCH_SEED_TICKETS
+(default 1,000,000), then /api/stats and /api/tickets (unfiltered and by
+category) are read with wrk while app-simulator writes 100 webhooks/s.
 
 Environment: BENCH_WEBHOOKS (default 20000), BENCH_SECONDS (wrk, default 10),
 BENCH_CONCURRENCY (default 32), BENCH_OVERLOAD_SECONDS (default 30),
 BENCH_STALLED_CLIENTS (default 50), BENCH_STALLED_WEBHOOKS (default 100000),
+BENCH_SEED_TICKETS (default 1000000),
 TEST_POSTGRES_URL, TEST_REDIS_URL, TEST_AMQP_URL.
 """
 
@@ -43,6 +47,8 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 OVERLOAD_SECONDS = int(os.environ.get("BENCH_OVERLOAD_SECONDS", "30"))
 STALLED_CLIENTS = int(os.environ.get("BENCH_STALLED_CLIENTS", "50"))
 STALLED_WEBHOOKS = int(os.environ.get("BENCH_STALLED_WEBHOOKS", "100000"))
+SEED_TICKETS = int(os.environ.get("BENCH_SEED_TICKETS", "1000000"))
+READ_WRITE_RATE = 100  # webhooks/s written while the reads at scale are measured
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
@@ -221,9 +227,9 @@ def ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url):
+def wrk(url, connections=CONCURRENCY, seconds=SECONDS):
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{SECONDS}s", "--latency", url], capture_output=True, text=True,
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url], capture_output=True, text=True,
     ).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
 
@@ -298,6 +304,49 @@ def stalled_dashboards(stack):
             "rps": report["accepted"] / report["elapsed_s"], "peak": peak, "drained_s": drained, "cut": cut}
 
 
+# Copies of the first stored ticket, spread over four categories and 500
+# events, one in twenty cancelled: rows like the simulator's, written in SQL
+# (through the same triggers that keep the stats' rollups).
+SEED_SQL = """INSERT INTO tickets (number, ticket_type, title, category, event_id, event_name, cancellation_reason,
+  promoter, price_cents, currency, last_event, detail, created_at_ms, updated_at_ms)
+SELECT 'SEED-' || g, t.ticket_type, t.title, (ARRAY['Concert', 'Theater', 'Club', 'Festival'])[1 + g % 4],
+  100000 + g % 500, t.event_name, CASE WHEN g % 20 = 0 THEN 'customer_request' ELSE '' END, t.promoter,
+  t.price_cents, t.currency, t.last_event, t.detail, t.created_at_ms, t.updated_at_ms
+FROM generate_series({lo}, {hi}) AS g, (SELECT * FROM tickets ORDER BY seq LIMIT 1) AS t"""
+
+
+def reads_at_scale(stack, database_url):
+    """Seeds the tickets table to SEED_TICKETS, then reads /api/stats and
+    /api/tickets with wrk (4 connections, one path after the other) while
+    app-simulator writes READ_WRITE_RATE webhooks/s in open loop."""
+    count = lambda: int(subprocess.run(["psql", database_url, "-qtAXc", "SELECT COUNT(*) FROM tickets"], check=True,
+                                       capture_output=True, text=True).stdout)
+    have, started = count(), time.monotonic()
+    step = 100_000
+    for lo in range(have + 1, SEED_TICKETS + 1, step):
+        hi = min(lo + step - 1, SEED_TICKETS)
+        subprocess.run(["psql", database_url, "-qtAXc", SEED_SQL.format(lo=lo, hi=hi)], check=True, capture_output=True)
+        print(f"   reads at scale: {hi:,} tickets seeded ({time.monotonic() - started:.0f} s)", flush=True)
+    subprocess.run(["psql", database_url, "-qtAXc", "VACUUM ANALYZE tickets"], check=True, capture_output=True)
+    tickets = count()
+    paths = [("GET /api/stats", "/api/stats"), ("GET /api/tickets", "/api/tickets"),
+             ("GET /api/tickets?category=Club", "/api/tickets?category=Club")]
+    seconds = 15
+    print(f"   reads at scale: {tickets:,} tickets; {READ_WRITE_RATE} webhooks/s while each read runs {seconds} s",
+          flush=True)
+    writes = subprocess.Popen([str(BIN / "app-simulator"), "--url", stack.base, "--rate", str(READ_WRITE_RATE),
+                               "--duration", f"{seconds * len(paths) + 5}s", "--concurrency", "64", "--cancel-ratio",
+                               "0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    rows = {label: wrk(stack.base + path, connections=4, seconds=seconds) for label, path in paths}
+    out, err = writes.communicate(timeout=120)
+    if not out.strip():
+        raise SystemExit(f"app-simulator failed: {err[-2000:]}")
+    report = json.loads(out.strip().splitlines()[-1])
+    return {"tickets": tickets, "rows": rows, "seconds": seconds, "written": report["accepted"],
+            "write_errors": report["sent"] - report["accepted"], "write_rate": report["accepted"] / report["elapsed_s"]}
+
+
 # pgbench substitutes :payload as text: a bytea of a real delivery's size.
 FLOOR_SCRIPT = """\\set n random(1, 2000000000)
 BEGIN;
@@ -332,6 +381,8 @@ def floor(seconds=10):
 
 
 def run(name, env, cleanup, hostile=False):
+    """`hostile`: the real backends' run, with the floor, the hostile-traffic
+    checks and the reads at scale."""
     print(f"== {name}: starting the four release binaries", flush=True)
     stack = Stack(name, env)
     print(f"   all ready in {stack.ready_ms:.0f} ms; warming up", flush=True)
@@ -360,6 +411,8 @@ def run(name, env, cleanup, hostile=False):
             extra["overload"] = overload(stack, rows["webhook (POST /webhook)"]["rps"])
             stack.drain_outbox()
             extra["stalled"] = stalled_dashboards(stack)
+            stack.drain_outbox()
+            extra["scale"] = reads_at_scale(stack, env["DATABASE_URL"])
         rss = stack.peak_rss()
     finally:
         stack.stop()
@@ -389,6 +442,28 @@ def hostile_table(result):
         "| process | peak RSS during the run (MiB) |", "| --- | ---: |",
         *[f"| {name} | {mib:.1f} |" for name, mib in s["peak"].items()],
     ])
+
+
+def scale_table(result):
+    s = result["scale"]
+    return "\n".join([
+        "### Reads at scale (real backends)", "",
+        f"The tickets table seeded to {s['tickets']:,} rows, then each read with wrk for {s['seconds']} s at 4 "
+        f"connections while app-simulator wrote {s['write_rate']:.0f} webhooks/s in open loop ({s['written']} "
+        f"accepted, {s['write_errors']} not). Every write changes the figures, so the stats' cache and memo are "
+        "invalidated all along.", "",
+        "| read | req/s | p50 ms | p99 ms | errors | requests |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {label} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} | {r['requests']} |"
+          for label, r in s["rows"].items()],
+    ])
+
+
+def scale_verdict(result):
+    s = result["scale"]
+    return "\n".join(
+        f"- {'met' if ok else 'NOT met'}: {label} p99 ≤ 50 ms and 0 errors at {s['tickets']:,} tickets "
+        f"({r['p99']:.1f} ms, {r['errors']} errors)"
+        for label, r in s["rows"].items() for ok in [r["p99"] <= 50 and r["errors"] == 0])
 
 
 def hostile_verdict(result):
@@ -499,6 +574,12 @@ def main():
         "Against the targets:",
         "",
         hostile_verdict(real),
+        "",
+        scale_table(real),
+        "",
+        "Against the targets:",
+        "",
+        scale_verdict(real),
         "",
         table(embedded),
         "",

@@ -12,11 +12,11 @@ use std::{
 
 use prost::Message;
 use sqlx::{AnyPool, Row, any::AnyPoolOptions, migrate::Migrator};
-use ticketmesh_proto::v1::{
-    CategoryStats, EventType, Money, OutboxMessage, Stats, StoredTicket, Ticket, TicketEvent,
-};
+use ticketmesh_proto::v1::{EventType, Money, OutboxMessage, StoredTicket, Ticket, TicketEvent};
 use ticketmesh_runtime::{Faults, telemetry};
 use tracing::Instrument;
+
+mod stats;
 
 static QUERY_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
     ticketmesh_runtime::metrics::histogram_vec(
@@ -221,10 +221,6 @@ impl Database {
         limit: i64,
     ) -> Result<Vec<(i64, StoredTicket)>, StoreError> {
         self.observe("SELECT", "tickets", self.tickets_statement(filter, limit)).await
-    }
-
-    pub async fn stats(&self) -> Result<Stats, StoreError> {
-        self.observe("SELECT", "tickets", self.stats_statement()).await
     }
 
     pub async fn outbox(&self, limit: i64) -> Result<(Vec<OutboxMessage>, i64), StoreError> {
@@ -465,82 +461,46 @@ impl Database {
         row.map(|r| stored_ticket_at(&r, 0)).transpose()
     }
 
-    /// Tickets newest first; each with its cursor position.
+    /// Tickets newest first; each with its cursor position. The statement
+    /// names only the filters given, so each one reads an index: (category,
+    /// seq), (ticket_type, seq), (event_id, seq), or the primary key alone.
+    /// (One statement with `($2 = '' OR category = $2)` for every filter would
+    /// be planned once for all, and could only walk the primary key.)
     async fn tickets_statement(
         &self,
         filter: &TicketFilter,
         limit: i64,
     ) -> Result<Vec<(i64, StoredTicket)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, detail, last_event, created_at_ms, updated_at_ms FROM tickets \
-             WHERE seq < $1 AND ($2 = '' OR category = $2) AND ($3 = '' OR ticket_type = $3) \
-             AND ($4 < 0 OR event_id = $4) ORDER BY seq DESC LIMIT $5",
-        )
-        .bind(filter.before_seq.unwrap_or(i64::MAX))
-        .bind(&filter.category)
-        .bind(&filter.ticket_type)
-        .bind(filter.event_id.unwrap_or(-1))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, stored_ticket_at(r, 1)?))).collect()
-    }
-
-    async fn stats_statement(&self) -> Result<Stats, StoreError> {
-        let totals = sqlx::query(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(price_cents), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN cancellation_reason <> '' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-             COALESCE(MIN(currency), ''), COUNT(DISTINCT currency) FROM tickets",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let tickets: i64 = totals.try_get(0)?;
-        let sum: i64 = totals.try_get(1)?;
-        let cancelled: i64 = totals.try_get(2)?;
-        let min_currency: String = totals.try_get(3)?;
-        let currencies: i64 = totals.try_get(4)?;
-        // One currency is the normal case; with several, an average is meaningless.
-        let currency = if currencies == 1 { min_currency } else { String::new() };
-
-        let reasons = sqlx::query(
-            "SELECT cancellation_reason, COUNT(*) FROM tickets WHERE cancellation_reason <> '' \
-             GROUP BY cancellation_reason",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let categories = sqlx::query(
-            "SELECT category, COUNT(*), CAST(SUM(price_cents) AS BIGINT) FROM tickets GROUP BY category",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let cancelled_events: i64 = sqlx::query(
-            "SELECT COUNT(DISTINCT event_id) FROM tickets WHERE cancellation_reason = 'event_cancellation'",
-        )
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
-
-        let mut by_category = HashMap::new();
-        for row in &categories {
-            let count: i64 = row.try_get(1)?;
-            let sum: i64 = row.try_get(2)?;
-            by_category.insert(
-                row.try_get::<String, _>(0)?,
-                CategoryStats { tickets: count, average_price: average(sum, count, &currency) },
-            );
+        let mut sql = String::from(
+            "SELECT seq, detail, last_event, created_at_ms, updated_at_ms FROM tickets WHERE seq < $1",
+        );
+        let mut binds = 1;
+        let mut condition = |column: &str| {
+            binds += 1;
+            sql.push_str(&format!(" AND {column} = ${binds}"));
+        };
+        if !filter.category.is_empty() {
+            condition("category");
         }
-        Ok(Stats {
-            tickets,
-            average_price: average(sum, tickets, &currency),
-            refund_rate: if tickets == 0 { 0.0 } else { cancelled as f64 / tickets as f64 },
-            cancelled_tickets: cancelled,
-            cancellations_by_reason: reasons
-                .iter()
-                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
-                .collect::<Result<_, StoreError>>()?,
-            cancelled_events,
-            by_category,
-        })
+        if !filter.ticket_type.is_empty() {
+            condition("ticket_type");
+        }
+        if filter.event_id.is_some() {
+            condition("event_id");
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", binds + 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(filter.before_seq.unwrap_or(i64::MAX));
+        if !filter.category.is_empty() {
+            query = query.bind(&filter.category);
+        }
+        if !filter.ticket_type.is_empty() {
+            query = query.bind(&filter.ticket_type);
+        }
+        if let Some(event_id) = filter.event_id {
+            query = query.bind(event_id);
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, stored_ticket_at(r, 1)?))).collect()
     }
 
     /// The oldest unpublished outbox messages, and how many wait in total.

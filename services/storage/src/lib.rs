@@ -371,6 +371,41 @@ pub async fn prune(db: Database, retention: Retention, timeout: Duration, mut st
     }
 }
 
+/// How often the stats deltas are folded into their rollup, and at most how
+/// many per statement (a second's worth at several thousand writes/s).
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+const FOLD_BATCH: i64 = 10_000;
+
+/// Folds the stats deltas that PostgreSQL's writes append into the rollup,
+/// every [`FOLD_EVERY`], until `stop`: what a stats read adds up stays a
+/// second of writes at most. Several replicas may fold at once.
+pub async fn fold_stats(db: Database, timeout: Duration, mut stop: watch::Receiver<bool>) {
+    if db.backend() == db::Backend::Sqlite {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(FOLD_EVERY) => {}
+        }
+        loop {
+            match tokio::time::timeout(timeout, db.fold_stats(FOLD_BATCH)).await {
+                Ok(Ok(folded)) if folded < FOLD_BATCH as u64 || *stop.borrow() => break,
+                Ok(Ok(_)) => {}
+                // Before the migration, or during an outage: the next round.
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "folding the stats deltas failed; next time");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("folding the stats deltas took longer than {timeout:?}; next time");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Migrates, then keeps health in step with the database: NOT_SERVING while
 /// it cannot be reached, SERVING again by itself when it answers (asked
 /// every second while it does, with backoff while it does not).
@@ -444,6 +479,7 @@ pub async fn serve(
         every: args.prune_interval,
     };
     tokio::spawn(prune(db.clone(), retention, args.database_timeout, server.stopping()));
+    tokio::spawn(fold_stats(db.clone(), args.database_timeout, server.stopping()));
     let storage = Storage { db, cache, stats, writer, health, timeout: args.database_timeout };
     server
         .add_service(StorageServiceServer::new(storage))

@@ -1,8 +1,9 @@
-//! GetStats aggregates over every ticket, so it is the costly read. Callers
-//! that ask at the same time share one computation (the others wait for it),
-//! and its result answers every later call until the writer commits a change.
-//! This is what keeps the figures cheap with no Redis (the embedded default)
-//! and spares the database a stampede when a cached entry is invalidated.
+//! GetStats reads the rollups (see `db::stats`): a few hundred rows whatever
+//! the number of tickets, but still the costliest read. Callers that ask at
+//! the same time share one computation (the others wait for it), and its
+//! result answers every later call until the writer commits a change. This
+//! keeps the figures cheap with no Redis (the embedded default) and spares the
+//! database a stampede when a cached entry is invalidated.
 
 use std::sync::{
     Arc,
