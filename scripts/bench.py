@@ -304,31 +304,57 @@ def stalled_dashboards(stack):
             "rps": report["accepted"] / report["elapsed_s"], "peak": peak, "drained_s": drained, "cut": cut}
 
 
-# Copies of the first stored ticket, spread over four categories and 500
-# events, one in twenty cancelled: rows like the simulator's, written in SQL
-# (through the same triggers that keep the stats' rollups).
-SEED_SQL = """INSERT INTO tickets (number, ticket_type, title, category, event_id, event_name, cancellation_reason,
+def _field(tag, value):
+    """SQL for one length-delimited protobuf field (`value` a bytea
+    expression of under 128 bytes)."""
+    return f"'\\x{tag:02x}'::bytea || set_byte('\\x00'::bytea, 0, length({value})) || {value}"
+
+
+def _text(sql):
+    return f"convert_to({sql}, 'UTF8')"
+
+
+# Tickets SEED-1, SEED-2, ... in four categories and 100 events, one in twenty
+# cancelled, 42.00 CHF each; `detail` is their TicketEvent encoded in SQL
+# (protobuf, as app-storage writes it), so they list and render like any
+# other. Inserted through the triggers that keep the stats' rollups.
+_TICKET = " || ".join([
+    _field(0x0a, _text("'SEED-' || g")), _field(0x12, _text("'seed'")), _field(0x1a, _text("'Seeded ticket'")),
+    _field(0x22, _text("category")), "'\\x28'::bytea || set_byte('\\x00'::bytea, 0, event_id::int)",
+    _field(0x32, _text("'Seeded event'")),
+    f"CASE WHEN reason = '' THEN ''::bytea ELSE {_field(0x3a, _text('reason'))} END",
+    _field(0x52, "'\\x0a03434846102a'::bytea"),  # Money { currency_code: "CHF", units: 42 }
+])
+SEED_SQL = f"""INSERT INTO tickets (number, ticket_type, title, category, event_id, event_name, cancellation_reason,
   promoter, price_cents, currency, last_event, detail, created_at_ms, updated_at_ms)
-SELECT 'SEED-' || g, t.ticket_type, t.title, (ARRAY['Concert', 'Theater', 'Club', 'Festival'])[1 + g % 4],
-  100000 + g % 500, t.event_name, CASE WHEN g % 20 = 0 THEN 'customer_request' ELSE '' END, t.promoter,
-  t.price_cents, t.currency, t.last_event, t.detail, t.created_at_ms, t.updated_at_ms
-FROM generate_series({lo}, {hi}) AS g, (SELECT * FROM tickets ORDER BY seq LIMIT 1) AS t"""
+SELECT 'SEED-' || g, 'seed', 'Seeded ticket', category, event_id, 'Seeded event', reason, '', 4200, 'CHF',
+  'ticket_created', {_field(0x0a, _text("'seed-' || g"))} || '\\x1001'::bytea || {_field(0x1a, _TICKET)}, 0, 0
+FROM (SELECT g, (ARRAY['Concert', 'Theater', 'Club', 'Festival'])[1 + g % 4] AS category, 1 + g % 100 AS event_id,
+             CASE WHEN g % 20 = 0 THEN 'customer_request' ELSE '' END AS reason
+      FROM generate_series({{lo}}, {{hi}}) AS g) AS seed
+ON CONFLICT (number) DO NOTHING"""
+
+
+def seed_tickets(database_url, target):
+    """Adds seeded tickets until the table holds `target`; how many it holds."""
+    def count():
+        return int(subprocess.run(["psql", database_url, "-qtAXc", "SELECT COUNT(*) FROM tickets"], check=True,
+                                  capture_output=True, text=True).stdout)
+    have, started, step = count(), time.monotonic(), 100_000
+    for lo in range(have + 1, target + 1, step):
+        hi = min(lo + step - 1, target)
+        subprocess.run(["psql", database_url, "-qtAXc", SEED_SQL.format(lo=lo, hi=hi)], check=True,
+                       capture_output=True)
+        print(f"   {hi:,} tickets seeded ({time.monotonic() - started:.0f} s)", flush=True)
+    subprocess.run(["psql", database_url, "-qtAXc", "VACUUM ANALYZE tickets"], check=True, capture_output=True)
+    return count()
 
 
 def reads_at_scale(stack, database_url):
     """Seeds the tickets table to SEED_TICKETS, then reads /api/stats and
     /api/tickets with wrk (4 connections, one path after the other) while
     app-simulator writes READ_WRITE_RATE webhooks/s in open loop."""
-    count = lambda: int(subprocess.run(["psql", database_url, "-qtAXc", "SELECT COUNT(*) FROM tickets"], check=True,
-                                       capture_output=True, text=True).stdout)
-    have, started = count(), time.monotonic()
-    step = 100_000
-    for lo in range(have + 1, SEED_TICKETS + 1, step):
-        hi = min(lo + step - 1, SEED_TICKETS)
-        subprocess.run(["psql", database_url, "-qtAXc", SEED_SQL.format(lo=lo, hi=hi)], check=True, capture_output=True)
-        print(f"   reads at scale: {hi:,} tickets seeded ({time.monotonic() - started:.0f} s)", flush=True)
-    subprocess.run(["psql", database_url, "-qtAXc", "VACUUM ANALYZE tickets"], check=True, capture_output=True)
-    tickets = count()
+    tickets = seed_tickets(database_url, SEED_TICKETS)
     paths = [("GET /api/stats", "/api/stats"), ("GET /api/tickets", "/api/tickets"),
              ("GET /api/tickets?category=Club", "/api/tickets?category=Club")]
     seconds = 15

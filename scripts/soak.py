@@ -12,8 +12,12 @@ stored and published. Prints the figures and appends them as a Markdown
 section to data/soak.md. Exits non-zero if a process's RSS or fds grow, or
 if a check fails.
 
+With SOAK_SEED_TICKETS=n the tickets table is first seeded to n rows (as
+`make bench` does for its reads at scale), so the reader's latency is that of
+a large database.
+
 Environment: SOAK_SECONDS (default 600), SOAK_RATE (default 50),
-TEST_POSTGRES_URL, TEST_REDIS_URL, TEST_AMQP_URL (as for make bench).
+SOAK_SEED_TICKETS (default 0), TEST_POSTGRES_URL, TEST_REDIS_URL, TEST_AMQP_URL (as for make bench).
 """
 
 import datetime
@@ -40,6 +44,7 @@ import bench  # noqa: E402  (the stack starter `make bench` uses)
 ROOT = bench.ROOT
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 RATE = float(os.environ.get("SOAK_RATE", "50"))
+SEED_TICKETS = int(os.environ.get("SOAK_SEED_TICKETS", "0"))
 CONCURRENCY = 32
 CANCEL_RATIO, FORGED_RATIO, REPLAY_RATIO = 0.05, 0.02, 0.02
 INTERVAL = 10  # s between two samples
@@ -102,14 +107,17 @@ class Reader(threading.Thread):
         super().__init__(daemon=True)
         self.base, self.t0, self.stop, self.lock = base, t0, stop, lock
         self.ok, self.errors, self.last_error = 0, 0, None
+        self.latency_ms = {"/api/stats": [], "/api/tickets": []}
 
     def run(self):
         k = 0
         while not self.stop.wait(max(0.0, self.t0 + k + 0.5 - time.monotonic())):
             k += 1
             with self.lock:
-                for path in ("/api/stats", "/api/tickets"):
+                for path, latencies in self.latency_ms.items():
+                    started = time.monotonic()
                     code = bench.status(self.base + path)
+                    latencies.append(1000 * (time.monotonic() - started))
                     if code == 200:
                         self.ok += 1
                     else:
@@ -282,6 +290,11 @@ def analyse(result):
     return rows
 
 
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else 0.0
+
+
 def checks(result):
     """(ok, text) of each check besides the slopes."""
     r = result["report"]
@@ -314,7 +327,10 @@ def checks(result):
          f"{forged} forged answered 401, other rejections {other_rejected or 'none'})"),
         (reader.errors == 0 and reader.ok > 0,
          f"reader: {reader.ok} GETs of /api/stats and /api/tickets answered 200, {reader.errors} not"
-         + (f" (last: {reader.last_error})" if reader.last_error else "")),
+         + (f" (last: {reader.last_error})" if reader.last_error else "")
+         + "; " + ", ".join(f"{path} p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
+                            f"max {max(ms, default=0):.1f} ms (a new connection each)"
+                            for path, ms in reader.latency_ms.items())),
         (sse.errors == 0 and sse.connections > 0,
          f"SSE: {sse.connections} streams of {SSE_PERIOD} s opened and closed, {sse.events} events received, "
          f"{sse.errors} failures" + (f" (last: {sse.last_error})" if sse.last_error else "")),
@@ -338,9 +354,11 @@ def markdown(result, rows, checked, database):
     lines = [
         f"## Soak: {SECONDS} s at {RATE:g} webhooks/s ({when})",
         "",
-        f"`make soak` (SOAK_SECONDS={SECONDS} SOAK_RATE={RATE:g}), commit {commit}: {os.cpu_count()} cores "
+        f"`make soak` (SOAK_SECONDS={SECONDS} SOAK_RATE={RATE:g}"
+        + (f" SOAK_SEED_TICKETS={SEED_TICKETS}" if SEED_TICKETS else "") + f"), commit {commit}: {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), {platform.system()} {platform.release()}. The four release "
-        f"binaries on PostgreSQL (database {database}, dropped after), Redis and RabbitMQ, all on this machine. Load: "
+        f"binaries on PostgreSQL (database {database}, dropped after), Redis and RabbitMQ, all on this machine. "
+        + (f"The tickets table was first seeded to {SEED_TICKETS:,} rows. " if SEED_TICKETS else "") + "Load: "
         f"app-simulator --rate {RATE:g} for {SECONDS} s (at most {CONCURRENCY} in flight; {CANCEL_RATIO:.0%} "
         f"cancellations, {FORGED_RATIO:.0%} forged, {REPLAY_RATIO:.0%} replays), a reader on /api/stats and "
         f"/api/tickets once a second (a new connection each), an SSE client on /events reconnecting every "
@@ -410,6 +428,9 @@ def main():
             "AMQP_URL": bench.AMQP, "AMQP_EXCHANGE": f"soak.{stamp}",
         })
         print(f"   all ready in {stack.ready_ms:.0f} ms", flush=True)
+        if SEED_TICKETS:
+            print(f"   seeding the tickets table to {SEED_TICKETS:,} rows", flush=True)
+            bench.seed_tickets(database_url, SEED_TICKETS)
         result = soak(stack, database_url, stop)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the stack and dropping the database", flush=True)

@@ -2,7 +2,8 @@
 //! RabbitMQ, as processes: one relay publishes at a time (the lease holder),
 //! nothing is published twice while both run, and when the holder is
 //! SIGKILLed the other takes over within seconds; nothing is lost, and each
-//! ticket's creation is published before its cancellation throughout.
+//! ticket's creation is published before its cancellation throughout. A
+//! holder stopped with SIGTERM hands the lease over at once instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::{
@@ -62,27 +63,32 @@ async fn gauge(procs: &Procs, name: &str, metric_name: &str, labels: &[(&str, &s
     metric(&procs.admin(name, "/metrics"), metric_name, labels).await.unwrap_or(0.0)
 }
 
-#[ignore = "needs PostgreSQL, RabbitMQ and the built binaries (make test runs it)"]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_relay_publishes_at_a_time_and_another_takes_over_when_it_dies() {
+/// The system with a second app-event, and the gateway sent to it: the first
+/// one's relay holds the lease (it has been renewing it since it started),
+/// and can be stopped without stopping the webhooks.
+async fn two_relays() -> (Backend, Procs, Listener) {
     let backend = Backend::postgres(false).await;
     let exchange = unique("tm.lease");
-    let mut listener = Listener::bind(&exchange).await;
+    let listener = Listener::bind(&exchange).await;
     let setup = Setup {
         database_url: backend.database_url.clone(),
         amqp: Some((amqp_url(), exchange.clone())),
         ..Setup::default()
     };
     let mut procs = Procs::start(setup).await;
-    // A second app-event, and the gateway sent to it: the first one's relay
-    // holds the lease (it has been renewing it since it started), and can be
-    // killed without stopping the webhooks.
     procs.spawn_replica("app-event", "app-event-2").await;
     let second = format!("http://{}", procs.addr_of("app-event-2", "GRPC_ADDR"));
     procs.set_env("app-gateway", "EVENT_URL", second);
     procs.kill("app-gateway").await;
     procs.spawn("app-gateway").await;
     procs.ready().await;
+    (backend, procs, listener)
+}
+
+#[ignore = "needs PostgreSQL, RabbitMQ and the built binaries (make test runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_publishes_at_a_time_and_another_takes_over_when_it_dies() {
+    let (backend, mut procs, mut listener) = two_relays().await;
 
     // Both relays up: one publishes, the other publishes nothing, no copies.
     created_then_cancelled(&procs, "steady", 40).await;
@@ -129,6 +135,48 @@ async fn one_relay_publishes_at_a_time_and_another_takes_over_when_it_dies() {
         "took over and drained {expected} messages {took_over:?} after the kill; {} published twice",
         copies.len()
     );
+
+    procs.terminate().await;
+    listener.close().await;
+    backend.drop_database().await;
+}
+
+// A relay stopped gracefully (SIGTERM, as in a rolling update) releases the
+// lease on its way out: the other relay takes over at its next fetch (it
+// asks every second), not once the lease expires (5 s after the holder's
+// last renewal, which is at most a second before the stop: 4 s at least),
+// and with nothing in flight nothing is published twice.
+#[ignore = "needs PostgreSQL, RabbitMQ and the built binaries (make test runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_gracefully_hands_its_lease_over_at_once() {
+    let (backend, mut procs, mut listener) = two_relays().await;
+    created_then_cancelled(&procs, "before", 10).await;
+    let before = listener.take(20, Duration::from_secs(30)).await;
+    assert!(check_order(&before).is_empty());
+    assert_eq!(gauge(&procs, "app-event", "outbox_relay_leader", &[]).await, 1.0);
+
+    let stopped = Instant::now();
+    let status = procs.take("app-event").terminate().await;
+    assert!(status.success(), "app-event exited with {status}");
+    let mut took_over = None;
+    while stopped.elapsed() < Duration::from_secs(10) {
+        if gauge(&procs, "app-event-2", "outbox_relay_leader", &[]).await == 1.0 {
+            took_over = Some(stopped.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took_over = took_over.expect("app-event-2 never took the lease");
+    assert!(
+        took_over < Duration::from_secs(3),
+        "took over {took_over:?} after SIGTERM: the lease was not released"
+    );
+
+    created_then_cancelled(&procs, "after", 10).await;
+    let after = listener.take(20, Duration::from_secs(30)).await;
+    assert!(check_order(&after).is_empty(), "published twice across a graceful handover");
+    assert!(listener.take_any(Duration::from_millis(500)).await.is_empty(), "nothing more, no copy");
+    println!("took over {took_over:?} after SIGTERM");
 
     procs.terminate().await;
     listener.close().await;

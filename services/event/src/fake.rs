@@ -13,7 +13,8 @@ use ticketmesh_proto::v1::{
     FetchOutboxRequest, FetchOutboxResponse, GetStatsRequest, GetTicketRequest, ListSnsTopicsRequest,
     ListSnsTopicsResponse, ListTicketsRequest, ListTicketsResponse, Notification, OutboxMessage,
     PublishRequest, PublishResponse, RecordOutboxFailureRequest, RecordOutboxFailureResponse,
-    SaveEventRequest, SaveEventResponse, Stats, StoredTicket, SubscribeRequest,
+    ReleaseOutboxLeaseRequest, ReleaseOutboxLeaseResponse, SaveEventRequest, SaveEventResponse, Stats,
+    StoredTicket, SubscribeRequest,
     notifier_service_server::{NotifierService, NotifierServiceServer},
     storage_service_server::{StorageService, StorageServiceServer},
 };
@@ -46,6 +47,8 @@ pub struct Fake {
     /// How many of the next RecordOutboxFailure calls fail.
     pub record_failures: Mutex<usize>,
     pub dead: Mutex<HashSet<i64>>,
+    /// The relays that released the lease, in order.
+    pub released: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -191,6 +194,14 @@ impl StorageService for Fake {
             lock(&self.dead).insert(request.id);
         }
         Ok(Response::new(RecordOutboxFailureResponse { attempts: *attempts, dead }))
+    }
+
+    async fn release_outbox_lease(
+        &self,
+        request: Request<ReleaseOutboxLeaseRequest>,
+    ) -> Result<Response<ReleaseOutboxLeaseResponse>, Status> {
+        lock(&self.released).push(request.into_inner().relay_id);
+        Ok(Response::new(ReleaseOutboxLeaseResponse { released: true }))
     }
 }
 

@@ -381,6 +381,13 @@ pub async fn serve(
         max_attempts: args.outbox_max_attempts,
         unacked: Vec::new(),
     };
-    tokio::spawn(relay.run(server.stopping()));
-    server.add_service(EventServiceServer::new(events)).serve(grpc_listener, admin_listener, shutdown).await
+    let relay = tokio::spawn(relay.run(server.stopping()));
+    let served = server
+        .add_service(EventServiceServer::new(events))
+        .serve(grpc_listener, admin_listener, shutdown)
+        .await;
+    // Let the relay hand its lease over before the process exits (each of
+    // its last two calls has the storage deadline).
+    let _ = tokio::time::timeout(2 * args.storage_timeout + Duration::from_secs(1), relay).await;
+    served
 }

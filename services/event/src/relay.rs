@@ -23,7 +23,8 @@ use std::{sync::Arc, time::Duration};
 use prometheus::{IntCounterVec, IntGauge};
 use ticketmesh_proto::v1::{
     AckOutboxRequest, Destination, FetchOutboxRequest, PublishRequest, RecordOutboxFailureRequest,
-    notifier_service_client::NotifierServiceClient, storage_service_client::StorageServiceClient,
+    ReleaseOutboxLeaseRequest, notifier_service_client::NotifierServiceClient,
+    storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{
     backoff::Backoff,
@@ -115,7 +116,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Runs until `stop` turns true.
+    /// Runs until `stop` turns true, then [`Self::finish`]es.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         // Both outcomes exist from the start, so a failure rate reads 0, not no data.
         for status in ["published", "failed"] {
@@ -136,14 +137,37 @@ impl Relay {
             };
             if let Some(pause) = pause {
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.wait_for(|s| *s) => break,
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(pause) => {}
                 }
             } else if *stop.borrow() {
-                return;
+                break;
             }
         }
+        self.finish().await;
+    }
+
+    /// On the way out, between rounds: acknowledges what was published but
+    /// not acknowledged yet (else the next holder publishes it again), then
+    /// gives up the lease, so another relay takes over at its next fetch
+    /// (within a second) instead of once the lease expires. Best effort:
+    /// storage may be gone, and then the lease simply expires.
+    pub async fn finish(&mut self) {
+        if !self.unacked.is_empty() {
+            let request = AckOutboxRequest { ids: self.unacked.clone() };
+            match self.storage.ack_outbox(with_deadline(request, self.storage_timeout)).await {
+                Ok(_) => self.unacked.clear(),
+                Err(error) => tracing::warn!(%error, "could not acknowledge the last published messages"),
+            }
+        }
+        let request = ReleaseOutboxLeaseRequest { relay_id: self.id.clone() };
+        match self.storage.release_outbox_lease(with_deadline(request, self.storage_timeout)).await {
+            Ok(answer) if answer.get_ref().released => tracing::info!("outbox relay lease released"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not release the outbox relay lease; it will expire"),
+        }
+        LEADER.set(0);
     }
 
     /// Records a failure of message `id` that retrying cannot mend; whether

@@ -310,6 +310,20 @@ impl Database {
         self.observe("INSERT", "relay_lease", self.relay_lease_statement(relay, now_ms, until_ms)).await
     }
 
+    /// Ends the relay lease at once if `relay` holds it; whether it did.
+    pub async fn release_relay_lease(&self, relay: &str) -> Result<bool, StoreError> {
+        let statement = async {
+            let released =
+                sqlx::query("UPDATE relay_lease SET expires_at_ms = 0 WHERE name = 'outbox' AND holder = $1")
+                    .bind(relay)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            Ok(released > 0)
+        };
+        self.observe("UPDATE", "relay_lease", statement).await
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = match self.backend {
             Backend::Postgres => &POSTGRES,

@@ -25,7 +25,8 @@ use prost::Message;
 use ticketmesh_proto::v1::{
     AckOutboxRequest, AckOutboxResponse, FetchOutboxRequest, FetchOutboxResponse, GetStatsRequest,
     GetTicketRequest, ListTicketsRequest, ListTicketsResponse, RecordOutboxFailureRequest,
-    RecordOutboxFailureResponse, SaveEventRequest, SaveEventResponse, Stats, StoredTicket,
+    RecordOutboxFailureResponse, ReleaseOutboxLeaseRequest, ReleaseOutboxLeaseResponse, SaveEventRequest,
+    SaveEventResponse, Stats, StoredTicket,
     storage_service_server::{self, StorageService, StorageServiceServer},
 };
 use ticketmesh_runtime::{
@@ -309,6 +310,19 @@ impl StorageService for Storage {
         let now = db::millis(Some(&std::time::SystemTime::now().into()));
         let acknowledged = self.bounded(self.db.ack_outbox(&ids, now)).await?;
         Ok(Response::new(AckOutboxResponse { acknowledged: acknowledged as i64 }))
+    }
+
+    async fn release_outbox_lease(
+        &self,
+        request: Request<ReleaseOutboxLeaseRequest>,
+    ) -> Result<Response<ReleaseOutboxLeaseResponse>, Status> {
+        let relay_id = request.into_inner().relay_id;
+        if relay_id.is_empty() || relay_id.len() > 200 {
+            return Err(Status::invalid_argument("relay_id must be 1..200 bytes"));
+        }
+        self.ensure_ready()?;
+        let released = self.bounded(self.db.release_relay_lease(&relay_id)).await?;
+        Ok(Response::new(ReleaseOutboxLeaseResponse { released }))
     }
 }
 

@@ -319,6 +319,18 @@ async fn the_relay_lease_gives_the_outbox_to_one_relay_until_it_lapses() {
     let taken = fetch_as(&s, "relay-b", 1_000).await.unwrap();
     assert!(taken.leader && taken.holder == "relay-b" && taken.messages.len() == 1, "{taken:?}");
     assert!(!fetch_as(&s, "relay-a", 1_000).await.unwrap().leader, "relay-a lost it");
+
+    // Released by its holder, the lease is free at once; released by
+    // another relay, it stays where it is.
+    let release = |relay: &str| {
+        let request = ReleaseOutboxLeaseRequest { relay_id: relay.into() };
+        async { s.release_outbox_lease(Request::new(request)).await.map(|r| r.into_inner().released) }
+    };
+    assert!(!release("relay-a").await.unwrap(), "relay-a does not hold it");
+    assert!(!fetch_as(&s, "relay-a", 60_000).await.unwrap().leader, "still relay-b's");
+    assert!(release("relay-b").await.unwrap());
+    assert!(fetch_as(&s, "relay-a", 60_000).await.unwrap().leader, "free right after its release");
+    assert_eq!(release("").await.unwrap_err().code(), Code::InvalidArgument);
 }
 
 // RecordOutboxFailure counts a message's failures; at max_attempts it is a

@@ -142,4 +142,19 @@ async fn the_running_relay_retries_by_itself_and_stops_when_told() {
 
     stop.send(true).unwrap();
     tokio::time::timeout(TIMEOUT, running).await.expect("the relay stops").unwrap();
+    assert_eq!(*fake.released.lock().unwrap(), ["relay-under-test"], "it gave up its lease on the way out");
+}
+
+// On the way out, what was published but not acknowledged is acknowledged
+// before the lease goes (so the next holder does not publish it again).
+#[tokio::test]
+async fn a_finishing_relay_acknowledges_what_it_published_then_releases_its_lease() {
+    let (fake, mut relay) = fake_with_outbox(2).await;
+    *fake.ack_failures.lock().unwrap() = 1;
+    assert!(relay.round().await.is_err(), "the ack failed");
+    assert!(fake.acked_ids().is_empty());
+    relay.finish().await;
+    assert_eq!(fake.acked_ids(), [1, 2]);
+    assert_eq!(*fake.released.lock().unwrap(), ["relay-under-test"]);
+    assert_eq!(fake.published_ids(), ["m1", "m2"], "published once");
 }

@@ -16,20 +16,16 @@ use ticketmesh_proto::v1::{CategoryStats, Stats};
 
 use super::{Backend, Database, StoreError, average};
 
-/// One rollup row: the tickets of one (category, currency, reason,
-/// cancelled event), and the sum of their prices in cents.
+/// The tickets of one (category, currency, cancellation reason), and the
+/// sum of their prices in cents.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rollup {
+pub(crate) struct Group {
     pub category: String,
     pub currency: String,
     pub cancellation_reason: String,
-    /// The event_id of tickets cancelled for an event cancellation, else 0.
-    pub cancelled_event: i64,
     pub tickets: i64,
     pub price_cents: i64,
 }
-
-const EVENT_CANCELLATION: &str = "event_cancellation";
 
 impl Database {
     pub async fn stats(&self) -> Result<Stats, StoreError> {
@@ -70,64 +66,65 @@ impl Database {
     }
 
     async fn stats_statement(&self) -> Result<Stats, StoreError> {
-        Ok(figures(&self.rollups().await?))
-    }
-
-    /// The rollup rows with the deltas added, those with tickets only.
-    pub(crate) async fn rollups(&self) -> Result<Vec<Rollup>, StoreError> {
         // One statement, so one snapshot: a fold moves rows from the deltas
         // to the rollup in one transaction, and a read sees it whole or not.
+        // Summed per (category, currency, reason) in the database, plus one
+        // row with the number of distinct events cancelled: the answer is a
+        // handful of rows however many events have been cancelled.
         let rows = sqlx::query(
-            "SELECT category, currency, cancellation_reason, cancelled_event, \
+            "WITH r AS ( \
+               SELECT category, currency, cancellation_reason, cancelled_event, tickets, price_cents \
+               FROM ticket_stats \
+               UNION ALL \
+               SELECT category, currency, cancellation_reason, cancelled_event, tickets, price_cents \
+               FROM ticket_stats_deltas) \
+             SELECT CAST(0 AS BIGINT), category, currency, cancellation_reason, \
                     CAST(SUM(tickets) AS BIGINT), CAST(SUM(price_cents) AS BIGINT) \
-             FROM (SELECT category, currency, cancellation_reason, cancelled_event, tickets, price_cents \
-                   FROM ticket_stats \
-                   UNION ALL \
-                   SELECT category, currency, cancellation_reason, cancelled_event, tickets, price_cents \
-                   FROM ticket_stats_deltas) AS rows \
-             GROUP BY category, currency, cancellation_reason, cancelled_event \
-             HAVING SUM(tickets) <> 0",
+             FROM r GROUP BY category, currency, cancellation_reason HAVING SUM(tickets) <> 0 \
+             UNION ALL \
+             SELECT CAST(1 AS BIGINT), '', '', '', CAST(COUNT(*) AS BIGINT), CAST(0 AS BIGINT) \
+             FROM (SELECT cancelled_event FROM r WHERE cancellation_reason = 'event_cancellation' \
+                   GROUP BY cancelled_event HAVING SUM(tickets) > 0) AS events",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Rollup {
-                    category: r.try_get(0)?,
-                    currency: r.try_get(1)?,
-                    cancellation_reason: r.try_get(2)?,
-                    cancelled_event: r.try_get(3)?,
+        let (mut groups, mut cancelled_events) = (Vec::with_capacity(rows.len()), 0);
+        for r in &rows {
+            if r.try_get::<i64, _>(0)? == 1 {
+                cancelled_events = r.try_get(4)?;
+            } else {
+                groups.push(Group {
+                    category: r.try_get(1)?,
+                    currency: r.try_get(2)?,
+                    cancellation_reason: r.try_get(3)?,
                     tickets: r.try_get(4)?,
                     price_cents: r.try_get(5)?,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(figures(&groups, cancelled_events))
     }
 }
 
-/// The figures from the rollup rows: what the four aggregates over every
-/// ticket gave (count, price sum, cancellations by reason, by category, and
-/// the distinct events cancelled).
-pub(crate) fn figures(rollups: &[Rollup]) -> Stats {
+/// The figures from the tickets per (category, currency, reason) and the
+/// number of distinct events cancelled: what the four aggregates over every
+/// ticket gave (count, price sum, cancellations by reason, by category).
+pub(crate) fn figures(groups: &[Group], cancelled_events: i64) -> Stats {
     let (mut tickets, mut sum, mut cancelled) = (0, 0, 0);
     let mut currencies = HashSet::new();
     let mut reasons: HashMap<String, i64> = HashMap::new();
     let mut categories: HashMap<&str, (i64, i64)> = HashMap::new();
-    let mut cancelled_events = HashSet::new();
-    for r in rollups.iter().filter(|r| r.tickets > 0) {
-        tickets += r.tickets;
-        sum += r.price_cents;
-        currencies.insert(r.currency.as_str());
-        if !r.cancellation_reason.is_empty() {
-            cancelled += r.tickets;
-            *reasons.entry(r.cancellation_reason.clone()).or_default() += r.tickets;
+    for g in groups.iter().filter(|g| g.tickets > 0) {
+        tickets += g.tickets;
+        sum += g.price_cents;
+        currencies.insert(g.currency.as_str());
+        if !g.cancellation_reason.is_empty() {
+            cancelled += g.tickets;
+            *reasons.entry(g.cancellation_reason.clone()).or_default() += g.tickets;
         }
-        if r.cancellation_reason == EVENT_CANCELLATION {
-            cancelled_events.insert(r.cancelled_event);
-        }
-        let category = categories.entry(&r.category).or_default();
-        category.0 += r.tickets;
-        category.1 += r.price_cents;
+        let category = categories.entry(&g.category).or_default();
+        category.0 += g.tickets;
+        category.1 += g.price_cents;
     }
     // One currency is the normal case; with several, an average is meaningless.
     let currency = match currencies.len() {
@@ -140,7 +137,7 @@ pub(crate) fn figures(rollups: &[Rollup]) -> Stats {
         refund_rate: if tickets == 0 { 0.0 } else { cancelled as f64 / tickets as f64 },
         cancelled_tickets: cancelled,
         cancellations_by_reason: reasons,
-        cancelled_events: i64::try_from(cancelled_events.len()).unwrap_or(i64::MAX),
+        cancelled_events,
         by_category: categories
             .into_iter()
             .map(|(name, (count, sum))| {
@@ -161,28 +158,37 @@ mod tests {
     use std::time::Duration;
     use ticketmesh_proto::v1::{EventType, Money, Ticket, TicketEvent};
 
-    fn rollup(category: &str, currency: &str, reason: &str, event: i64, tickets: i64, cents: i64) -> Rollup {
-        Rollup {
+    /// One row of `ticket_stats` (or their sum with the deltas).
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    struct Rollup {
+        category: String,
+        currency: String,
+        cancellation_reason: String,
+        cancelled_event: i64,
+        tickets: i64,
+        price_cents: i64,
+    }
+
+    fn group(category: &str, currency: &str, reason: &str, tickets: i64, cents: i64) -> Group {
+        Group {
             category: category.into(),
             currency: currency.into(),
             cancellation_reason: reason.into(),
-            cancelled_event: event,
             tickets,
             price_cents: cents,
         }
     }
 
     #[test]
-    fn figures_count_reasons_categories_and_distinct_cancelled_events() {
-        let rows = [
-            rollup("Concert", "CHF", "", 0, 3, 6000),
-            rollup("Concert", "CHF", "event_cancellation", 7, 1, 2000),
-            rollup("Theater", "CHF", "event_cancellation", 7, 2, 3000),
-            rollup("Theater", "CHF", "event_cancellation", 9, 1, 1000),
-            rollup("Theater", "CHF", "customer_request", 0, 1, 1000),
-            rollup("Gone", "EUR", "", 0, 0, 0), // every ticket moved out of it
+    fn figures_count_reasons_categories_and_averages() {
+        let groups = [
+            group("Concert", "CHF", "", 3, 6000),
+            group("Concert", "CHF", "event_cancellation", 1, 2000),
+            group("Theater", "CHF", "event_cancellation", 3, 4000),
+            group("Theater", "CHF", "customer_request", 1, 1000),
+            group("Gone", "EUR", "", 0, 0), // every ticket moved out of it
         ];
-        let stats = figures(&rows);
+        let stats = figures(&groups, 2);
         assert_eq!((stats.tickets, stats.cancelled_tickets, stats.cancelled_events), (8, 5, 2));
         assert_eq!(stats.refund_rate, 5.0 / 8.0);
         assert_eq!(
@@ -191,13 +197,45 @@ mod tests {
         );
         assert_eq!(stats.cancellations_by_reason["event_cancellation"], 4);
         assert_eq!(stats.cancellations_by_reason["customer_request"], 1);
-        assert_eq!(stats.by_category.len(), 2, "an empty rollup row is no category");
+        assert_eq!(stats.by_category.len(), 2, "an empty group is no category");
         assert_eq!(stats.by_category["Theater"].tickets, 4);
         assert_eq!(stats.by_category["Theater"].average_price.as_ref().unwrap().cents(), 1250);
 
-        let mixed = figures(&[rollup("A", "CHF", "", 0, 1, 100), rollup("A", "EUR", "", 0, 1, 300)]);
+        let mixed = figures(&[group("A", "CHF", "", 1, 100), group("A", "EUR", "", 1, 300)], 0);
         assert_eq!(mixed.average_price.unwrap().currency_code, "", "no currency for an average of two");
-        assert_eq!(figures(&[]).average_price, None);
+        assert_eq!(figures(&[], 0).average_price, None);
+    }
+
+    fn rollups_of(rows: &[sqlx::any::AnyRow]) -> Vec<Rollup> {
+        let mut rollups: Vec<Rollup> = rows
+            .iter()
+            .map(|r| Rollup {
+                category: r.try_get(0).unwrap(),
+                currency: r.try_get(1).unwrap(),
+                cancellation_reason: r.try_get(2).unwrap(),
+                cancelled_event: r.try_get(3).unwrap(),
+                tickets: r.try_get(4).unwrap(),
+                price_cents: r.try_get(5).unwrap(),
+            })
+            .collect();
+        rollups.sort();
+        rollups
+    }
+
+    /// `ticket_stats` with the deltas added, the rows with tickets only.
+    async fn rollups(db: &Database) -> Vec<Rollup> {
+        let rows = sqlx::query(
+            "SELECT category, currency, cancellation_reason, cancelled_event, \
+                    CAST(SUM(tickets) AS BIGINT), CAST(SUM(price_cents) AS BIGINT) \
+             FROM (SELECT * FROM ticket_stats UNION ALL \
+                   SELECT category, currency, cancellation_reason, cancelled_event, tickets, price_cents \
+                   FROM ticket_stats_deltas) AS r \
+             GROUP BY 1, 2, 3, 4 HAVING SUM(tickets) <> 0",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        rollups_of(&rows)
     }
 
     /// What the rollups must equal: the same grouping over every ticket.
@@ -211,34 +249,39 @@ mod tests {
         .fetch_all(&db.pool)
         .await
         .unwrap();
-        let mut rollups: Vec<Rollup> = rows
-            .iter()
-            .map(|r| Rollup {
-                category: r.try_get(0).unwrap(),
-                currency: r.try_get(1).unwrap(),
-                cancellation_reason: r.try_get(2).unwrap(),
-                cancelled_event: r.try_get(3).unwrap(),
-                tickets: r.try_get(4).unwrap(),
-                price_cents: r.try_get(5).unwrap(),
-            })
-            .collect();
-        rollups.sort_by(key);
-        rollups
+        rollups_of(&rows)
     }
 
-    fn key(a: &Rollup, b: &Rollup) -> std::cmp::Ordering {
-        (&a.category, &a.currency, &a.cancellation_reason, a.cancelled_event).cmp(&(
-            &b.category,
-            &b.currency,
-            &b.cancellation_reason,
-            b.cancelled_event,
-        ))
-    }
-
+    /// The rollups equal the grouping over every ticket, and GetStats'
+    /// figures equal those computed from that grouping.
     async fn assert_rollups_exact(db: &Database, when: &str) {
-        let mut rollups = db.rollups().await.unwrap();
-        rollups.sort_by(key);
-        assert_eq!(rollups, grouped_tickets(db).await, "{when}: the rollups differ from the tickets");
+        let expected = grouped_tickets(db).await;
+        assert_eq!(rollups(db).await, expected, "{when}: the rollups differ from the tickets");
+        let mut groups: Vec<Group> = Vec::new();
+        for r in &expected {
+            match groups.iter_mut().find(|g| {
+                (&g.category, &g.currency, &g.cancellation_reason)
+                    == (&r.category, &r.currency, &r.cancellation_reason)
+            }) {
+                Some(g) => {
+                    (g.tickets, g.price_cents) = (g.tickets + r.tickets, g.price_cents + r.price_cents)
+                }
+                None => groups.push(group(
+                    &r.category,
+                    &r.currency,
+                    &r.cancellation_reason,
+                    r.tickets,
+                    r.price_cents,
+                )),
+            }
+        }
+        let events: std::collections::BTreeSet<i64> = expected
+            .iter()
+            .filter(|r| r.cancellation_reason == "event_cancellation")
+            .map(|r| r.cancelled_event)
+            .collect();
+        let figures = figures(&groups, i64::try_from(events.len()).unwrap());
+        assert_eq!(db.stats().await.unwrap(), figures, "{when}: GetStats differs from the tickets' figures");
     }
 
     /// Random deliveries over a few tickets: creations, updates that move a
