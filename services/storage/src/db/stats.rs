@@ -380,4 +380,52 @@ mod tests {
         assert_eq!(scratch.db.stats().await.unwrap(), before);
         scratch.drop_database().await;
     }
+
+    /// An upgrade: tickets stored before migration 0006 are counted by it,
+    /// and a change after it is counted once.
+    async fn the_migration_counts_the_tickets_already_stored(db: Database, migrations: &str) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(migrations);
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|f| f.unwrap().path()).collect();
+        files.sort();
+        let (before, from_0006) =
+            files.split_at(files.iter().position(|f| f.ends_with("0006_ticket_stats.sql")).unwrap());
+        let run = |file: &std::path::Path| {
+            let sql = std::fs::read_to_string(file).unwrap();
+            let pool = db.pool.clone();
+            async move { sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap() }
+        };
+        for file in before {
+            run(file).await;
+        }
+        let old = deliveries(7, 0, 30);
+        db.save_batch(&old.iter().collect::<Vec<_>>()).await.unwrap();
+        let stored = grouped_tickets(&db).await;
+        assert!(!stored.is_empty());
+        for file in from_0006 {
+            run(file).await;
+        }
+        assert_rollups_exact(&db, "right after the migration").await;
+        let new = deliveries(8, 1, 30);
+        db.save_batch(&new.iter().collect::<Vec<_>>()).await.unwrap();
+        db.fold_stats(1_000).await.unwrap();
+        assert_rollups_exact(&db, "after a write").await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_the_migration_counts_the_tickets_already_stored() {
+        let dir = std::env::temp_dir().join(format!("tm-db-rollups-upgrade-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite:{}?mode=rwc", dir.join("upgrade.db").display());
+        let db = Database::connect_lazy(&url, Duration::from_secs(5)).unwrap();
+        the_migration_counts_the_tickets_already_stored(db, "sqlite").await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL (make test runs it)"]
+    async fn postgres_the_migration_counts_the_tickets_already_stored() {
+        let scratch = ScratchPostgres::create("tm_test_rollups_upgrade").await;
+        the_migration_counts_the_tickets_already_stored(scratch.db.clone(), "postgres").await;
+        scratch.drop_database().await;
+    }
 }
