@@ -154,12 +154,8 @@ impl Relay {
     /// (within a second) instead of once the lease expires. Best effort:
     /// storage may be gone, and then the lease simply expires.
     pub async fn finish(&mut self) {
-        if !self.unacked.is_empty() {
-            let request = AckOutboxRequest { ids: self.unacked.clone() };
-            match self.storage.ack_outbox(with_deadline(request, self.storage_timeout)).await {
-                Ok(_) => self.unacked.clear(),
-                Err(error) => tracing::warn!(%error, "could not acknowledge the last published messages"),
-            }
+        if let Err(error) = self.ack_unacked().await {
+            tracing::warn!(%error, "could not acknowledge the last published messages");
         }
         let request = ReleaseOutboxLeaseRequest { relay_id: self.id.clone() };
         match self.storage.release_outbox_lease(with_deadline(request, self.storage_timeout)).await {
@@ -168,6 +164,17 @@ impl Relay {
             Err(error) => tracing::warn!(%error, "could not release the outbox relay lease; it will expire"),
         }
         LEADER.set(0);
+    }
+
+    /// Acknowledges what was published and confirmed but not yet
+    /// acknowledged (storage did not take the last ack).
+    async fn ack_unacked(&mut self) -> Result<(), tonic::Status> {
+        if !self.unacked.is_empty() {
+            let ids = self.unacked.clone();
+            self.storage.ack_outbox(with_deadline(AckOutboxRequest { ids }, self.storage_timeout)).await?;
+            self.unacked.clear();
+        }
+        Ok(())
     }
 
     /// Records a failure of message `id` that retrying cannot mend; whether
@@ -197,14 +204,7 @@ impl Relay {
     async fn round(&mut self) -> Result<usize, tonic::Status> {
         let poll = tracing::info_span!("outbox.poll");
         telemetry::set_parent(&poll, telemetry::unsampled());
-        if !self.unacked.is_empty() {
-            let ids = self.unacked.clone();
-            self.storage
-                .ack_outbox(with_deadline(AckOutboxRequest { ids }, self.storage_timeout))
-                .instrument(poll.clone())
-                .await?;
-            self.unacked.clear();
-        }
+        self.ack_unacked().instrument(poll.clone()).await?;
         let asked = std::time::Instant::now();
         let request = FetchOutboxRequest {
             limit: self.batch,

@@ -485,33 +485,13 @@ impl Database {
         filter: &TicketFilter,
         limit: i64,
     ) -> Result<Vec<(i64, StoredTicket)>, StoreError> {
-        let mut sql = String::from(
-            "SELECT seq, detail, last_event, created_at_ms, updated_at_ms FROM tickets WHERE seq < $1",
-        );
-        let mut binds = 1;
-        let mut condition = |column: &str| {
-            binds += 1;
-            sql.push_str(&format!(" AND {column} = ${binds}"));
-        };
-        if !filter.category.is_empty() {
-            condition("category");
-        }
-        if !filter.ticket_type.is_empty() {
-            condition("ticket_type");
-        }
-        if filter.event_id.is_some() {
-            condition("event_id");
-        }
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", binds + 1));
+        let (sql, filters) = tickets_sql(filter);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(filter.before_seq.unwrap_or(i64::MAX));
-        if !filter.category.is_empty() {
-            query = query.bind(&filter.category);
-        }
-        if !filter.ticket_type.is_empty() {
-            query = query.bind(&filter.ticket_type);
-        }
-        if let Some(event_id) = filter.event_id {
-            query = query.bind(event_id);
+        for value in filters {
+            query = match value {
+                FilterValue::Text(text) => query.bind(text),
+                FilterValue::Id(id) => query.bind(id),
+            };
         }
         let rows = query.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, stored_ticket_at(r, 1)?))).collect()
@@ -617,6 +597,37 @@ fn create_parent_dir(url: &str) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
     }
     Ok(())
+}
+
+/// A filter's value, bound in the order [`tickets_sql`] numbers them.
+#[derive(Debug, PartialEq)]
+enum FilterValue<'a> {
+    Text(&'a str),
+    Id(i64),
+}
+
+/// The listing statement with a condition for each filter given: the cursor
+/// is `$1`, the filters' values `$2`… (returned in that order), the limit last.
+fn tickets_sql(filter: &TicketFilter) -> (String, Vec<FilterValue<'_>>) {
+    use std::fmt::Write;
+    let mut filters = Vec::new();
+    if !filter.category.is_empty() {
+        filters.push(("category", FilterValue::Text(&filter.category)));
+    }
+    if !filter.ticket_type.is_empty() {
+        filters.push(("ticket_type", FilterValue::Text(&filter.ticket_type)));
+    }
+    if let Some(event_id) = filter.event_id {
+        filters.push(("event_id", FilterValue::Id(event_id)));
+    }
+    let mut sql = String::from(
+        "SELECT seq, detail, last_event, created_at_ms, updated_at_ms FROM tickets WHERE seq < $1",
+    );
+    for (n, (column, _)) in filters.iter().enumerate() {
+        let _ = write!(sql, " AND {column} = ${}", n + 2);
+    }
+    let _ = write!(sql, " ORDER BY seq DESC LIMIT ${}", filters.len() + 2);
+    (sql, filters.into_iter().map(|(_, value)| value).collect())
 }
 
 /// Reads (detail, last_event, created_at_ms, updated_at_ms) from column `at`.

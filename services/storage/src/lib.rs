@@ -250,9 +250,7 @@ impl StorageService for Storage {
             n @ 1..=1000 => i64::from(n),
             n => return Err(Status::invalid_argument(format!("limit must be 1..1000, got {n}"))),
         };
-        if request.relay_id.is_empty() || request.relay_id.len() > 200 {
-            return Err(Status::invalid_argument("relay_id must be 1..200 bytes"));
-        }
+        check_relay_id(&request.relay_id)?;
         let lease = match request.lease.map(Duration::try_from) {
             None => Duration::from_secs(5),
             Some(Ok(lease)) if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&lease) => lease,
@@ -317,13 +315,19 @@ impl StorageService for Storage {
         request: Request<ReleaseOutboxLeaseRequest>,
     ) -> Result<Response<ReleaseOutboxLeaseResponse>, Status> {
         let relay_id = request.into_inner().relay_id;
-        if relay_id.is_empty() || relay_id.len() > 200 {
-            return Err(Status::invalid_argument("relay_id must be 1..200 bytes"));
-        }
+        check_relay_id(&relay_id)?;
         self.ensure_ready()?;
         let released = self.bounded(self.db.release_relay_lease(&relay_id)).await?;
         Ok(Response::new(ReleaseOutboxLeaseResponse { released }))
     }
+}
+
+/// A relay's name in the lease: 1..200 bytes (never echoed back).
+fn check_relay_id(relay_id: &str) -> Result<(), Status> {
+    if relay_id.is_empty() || relay_id.len() > 200 {
+        return Err(Status::invalid_argument("relay_id must be 1..200 bytes"));
+    }
+    Ok(())
 }
 
 static PRUNED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
