@@ -401,25 +401,33 @@ pub async fn fold_stats(db: Database, timeout: Duration, mut stop: watch::Receiv
     if db.backend() == db::Backend::Sqlite {
         return;
     }
+    // Said once when folding starts failing and once when it works again:
+    // the deltas, and with them the cost of a stats read, grow meanwhile.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(FOLD_EVERY) => {}
         }
         loop {
-            match tokio::time::timeout(timeout, db.fold_stats(FOLD_BATCH)).await {
-                Ok(Ok(folded)) if folded < FOLD_BATCH as u64 || *stop.borrow() => break,
-                Ok(Ok(_)) => {}
-                // Before the migration, or during an outage: the next round.
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "folding the stats deltas failed; next time");
-                    break;
+            let error = match tokio::time::timeout(timeout, db.fold_stats(FOLD_BATCH)).await {
+                Ok(Ok(folded)) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("folding the stats deltas works again");
+                    }
+                    if folded < FOLD_BATCH as u64 || *stop.borrow() {
+                        break;
+                    }
+                    continue;
                 }
-                Err(_) => {
-                    tracing::warn!("folding the stats deltas took longer than {timeout:?}; next time");
-                    break;
-                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer in {timeout:?}"),
+            };
+            // Before the migration, or during an outage: the next round.
+            if !std::mem::replace(&mut failing, true) {
+                tracing::warn!(%error, "folding the stats deltas failed; retrying every second");
             }
+            break;
         }
     }
 }
