@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 TOOLS := .venv-tools
 
 .PHONY: help run test check lint unit e2e ui manifests observability observe simulate bench soak break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
-	images images-multiarch kind-up kind-down dashboard logs status fuzz
+	images images-multiarch kind-up kind-down dashboard logs status l4-demo l4-demo-off fuzz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -146,6 +146,12 @@ dashboard: ## Open Linkerd viz (topology, golden metrics, mTLS) in a browser
 
 status: ## Pods, linkerd viz stat, edges (mTLS identities), per-route outbound stats of the gateway
 	@scripts/cluster.sh status
+
+l4-demo: ## Cluster demo: the gateway's gRPC calls past its proxy, so each connection pins one pod (what per-request balancing fixes); make l4-demo-off undoes it
+	scripts/cluster.sh l4-demo on
+
+l4-demo-off: ## Undo make l4-demo: the gateway behind its proxy again, the demo's policy removed
+	scripts/cluster.sh l4-demo off
 
 logs: ## Recent logs of every pod in the cluster, or follow one: make logs APP=app-event
 	@scripts/cluster.sh logs $(APP)

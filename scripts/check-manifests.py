@@ -161,7 +161,8 @@ def kustomize(path):
 
 
 def render():
-    """{name: objects} for every overlay, the base and mesh/; plus the values
+    """{name: objects} for every overlay, the base, mesh/ and each demo's
+    additions to it (mesh/demos/); plus the values
     `linkerd install` gets (where the proxies send their spans)."""
     rendered = {}
     for overlay in sorted((ROOT / "k8s" / "overlays").iterdir()):
@@ -169,6 +170,9 @@ def render():
             rendered[f"k8s/overlays/{overlay.name}"] = kustomize(overlay)
     rendered["k8s/base"] = kustomize(ROOT / "k8s" / "base")
     rendered["mesh"] = kustomize(ROOT / "mesh")
+    for demo in sorted((ROOT / "mesh" / "demos").iterdir()):
+        if (demo / "kustomization.yaml").exists():
+            rendered[f"mesh/demos/{demo.name}"] = kustomize(demo)
     rendered[LINKERD_VALUES] = yaml.safe_load((ROOT / LINKERD_VALUES).read_text())
     return rendered
 
@@ -1479,6 +1483,64 @@ def check_grafana(k8s, problems):
 # ---------------------------------------------------------------- main
 
 
+# ---------------------------------------------------------------- the L4 demo
+
+# `make l4-demo`: the gateway's outbound gRPC past its proxy, so that each of
+# its HTTP/2 connections lands on one pod (k8s/overlays/kind-l4-balancing),
+# and the plaintext calls let in by address (mesh/demos/l4-balancing).
+L4_OVERLAY = "k8s/overlays/kind-l4-balancing"
+L4_POLICY = "mesh/demos/l4-balancing"
+SKIP_OUTBOUND = "config.linkerd.io/skip-outbound-ports"
+KIND_POD_SUBNET = "10.244.0.0/16"  # kind's default podSubnet
+
+
+def kind_pod_subnet():
+    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    return (config.get("networking") or {}).get("podSubnet", KIND_POD_SUBNET)
+
+
+def check_l4_demo(rendered, graph, problems):
+    """The demo changes the kind overlay in one place only, the gateway's
+    pods skipping their proxy for exactly the Service ports of its gRPC
+    edges; and its policy lets in, from kind's pod network, exactly those
+    edges of mesh/call-graph.yaml (the same methods), nothing else."""
+    demo, policy, kind = rendered.get(L4_OVERLAY), rendered.get(L4_POLICY), rendered["k8s/overlays/kind"]
+    if demo is None or policy is None:
+        problems.add("l4-demo", f"{L4_OVERLAY} and {L4_POLICY} go together; one is missing")
+        return
+    gateway_edges = [c for c in graph.get("calls", []) if c.get("from") == "app-gateway" and c["port"] == "grpc"]
+    ports = set()
+    for edge in gateway_edges:
+        service = named(kind, "Service", edge["to"])
+        ports |= {p["port"] for p in (service or {}).get("spec", {}).get("ports", []) if p.get("name") == "grpc"}
+    gateway = named(demo, "Deployment", "app-gateway")
+    annotations = ((gateway or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {}))
+    skipped = {int(p) for p in str(annotations.get(SKIP_OUTBOUND, "")).split(",") if p.strip().isdigit()}
+    if skipped != ports:
+        problems.add("l4-demo", f"{L4_OVERLAY}: app-gateway skips its proxy for ports {sorted(skipped)}, "
+                                f"not the gRPC ports of the services it calls {sorted(ports)}")
+    stripped = copy.deepcopy(demo)
+    annotations = named(stripped, "Deployment", "app-gateway")["spec"]["template"]["metadata"]["annotations"]
+    annotations.pop(SKIP_OUTBOUND, None)
+    if stripped != kind:
+        problems.add("l4-demo", f"{L4_OVERLAY} differs from k8s/overlays/kind in more than {SKIP_OUTBOUND} of app-gateway")
+    for obj in policy:
+        if obj["kind"] not in ("NetworkAuthentication", "AuthorizationPolicy"):
+            problems.add("l4-demo", f"{L4_POLICY}: a {obj['kind']}; the demo only authorizes")
+    subnet = kind_pod_subnet()
+    for authn in by_kind(policy, "NetworkAuthentication"):
+        cidrs = [n.get("cidr") for n in authn["spec"]["networks"]]
+        if cidrs != [subnet] or any(n.get("except") for n in authn["spec"]["networks"]):
+            problems.add("l4-demo", f"NetworkAuthentication {authn['metadata']['name']}: {cidrs}, not kind's pod network [{subnet}]")
+    before = authorized_edges(kind, rendered["mesh"], problems)
+    after = authorized_edges(kind, rendered["mesh"] + policy, problems)
+    wanted = {(None, e["to"], e["port"], tuple(sorted(e["methods"]))) for e in gateway_edges}
+    for edge in sorted((after - before) - wanted, key=show):
+        problems.add("l4-demo", f"{L4_POLICY} opens more than the gateway's gRPC edges: {show(edge)}")
+    for edge in sorted(wanted - after, key=show):
+        problems.add("l4-demo", f"{L4_POLICY} leaves a gateway gRPC edge closed to plaintext calls: {show(edge)}")
+
+
 def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, schemas=True):
     problems = Problems()
     manifests = {name: objects for name, objects in rendered.items() if name != LINKERD_VALUES}
@@ -1487,7 +1549,7 @@ def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, s
             check_schemas(objects, problems)
     mesh = rendered["mesh"]
     for name, k8s in manifests.items():
-        if name == "mesh":
+        if name == "mesh" or name.startswith("mesh/"):
             continue
         local = Problems()
         check_namespace(k8s, local)
@@ -1508,6 +1570,7 @@ def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, s
             check_references(k8s, rendered[LINKERD_VALUES], local)
         problems.extend(f"{name}: {p}" for p in local)
     k8s = rendered["k8s/overlays/kind"]
+    check_l4_demo(rendered, graph, problems)
     check_routes(k8s, mesh, graph, problems)
     check_env(k8s, bindir, problems)
     if probes:
@@ -1547,6 +1610,19 @@ def mutations(rendered):
         service["spec"]["type"] = "ClusterIP"
         service["spec"]["ports"][0].pop("nodePort")
 
+    yield "the L4 demo's policy opening storage's writes", "l4-demo", broken(
+        lambda r: find(r, L4_POLICY, "AuthorizationPolicy", "l4-demo-app-storage-reads")["spec"]["targetRef"].__setitem__(
+            "name", "app-storage-writes"))
+    yield "the L4 demo's policy missing the notifier", "l4-demo", broken(
+        lambda r: r[L4_POLICY].remove(find(r, L4_POLICY, "AuthorizationPolicy", "l4-demo-app-notifier-gateway")))
+    yield "the L4 demo's network wider than the pods'", "l4-demo", broken(
+        lambda r: find(r, L4_POLICY, "NetworkAuthentication", "l4-demo-pod-network")["spec"].__setitem__(
+            "networks", [{"cidr": "0.0.0.0/0"}]))
+    yield "the L4 demo's gateway skipping another port", "l4-demo", broken(
+        lambda r: find(r, L4_OVERLAY, "Deployment", "app-gateway")["spec"]["template"]["metadata"]["annotations"].__setitem__(
+            SKIP_OUTBOUND, "50051,5432"))
+    yield "the L4 demo's overlay changing something else", "l4-demo", broken(
+        lambda r: find(r, L4_OVERLAY, "Deployment", "app-gateway")["spec"].__setitem__("replicas", 1))
     yield "an unknown field in a Deployment", "schema", broken(
         lambda r: deployment(r, "app-event")["containers"][0].__setitem__("livenesProbe", {}))
     yield "an unknown field in a Server", "schema", broken(

@@ -12,6 +12,7 @@
 #   wait      rollouts, then `linkerd check --proxy`
 #   urls      where everything is, and what to run next
 #   down | status | logs [APP] | grpcurl list|health | dashboard
+#   l4-demo on|off  the gateway's gRPC calls past its proxy (one pod per connection), and back
 # Every command names the context kind-ticketmesh: no other cluster is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -251,6 +252,42 @@ grpcurl_cluster() {
   done
 }
 
+# The demo of gRPC without per-request balancing (README, "Two replicas").
+# On: first let the gateway's plaintext calls in (mesh/demos/l4-balancing),
+# then roll the gateway out with its outbound gRPC past the proxy
+# (k8s/overlays/kind-l4-balancing), at one pod, so that one connection per
+# service is all there is to look at. Off: the kind overlay again (two pods,
+# the proxy for everything), and only once the old pods are gone the demo's
+# policy.
+l4_demo() {
+  case $1 in
+    on)
+      step "the gateway's gRPC calls past its proxy, let in from the pod network (DEMO ONLY: no mTLS on them)"
+      k apply -k mesh/demos/l4-balancing
+      k apply -k k8s/overlays/kind-l4-balancing
+      k -n "$NS" scale deployment/app-gateway --replicas 1
+      k -n "$NS" rollout status deployment/app-gateway --timeout 300s
+      cat <<EOF
+
+The gateway now holds one plain HTTP/2 connection per service, and kube-proxy
+sent each to one pod. Look at the two app-event pods (and app-storage's reads):
+  linkerd --context $CONTEXT viz stat pods -n $NS | grep -E 'NAME|app-event'
+  # one app-event pod serves every call from the gateway, the other none
+  linkerd --context $CONTEXT viz edges deploy -n $NS
+  # no app-gateway -> app-event edge: those calls carry no mesh identity
+Back to the mesh: make l4-demo-off
+EOF
+      ;;
+    off)
+      step "the gateway back behind its proxy (k8s/overlays/kind), then the demo's policy removed"
+      k apply -k k8s/overlays/kind
+      k -n "$NS" rollout status deployment/app-gateway --timeout 300s
+      k delete -k mesh/demos/l4-balancing --ignore-not-found
+      ;;
+    *) echo "l4-demo on|off" >&2; exit 2 ;;
+  esac
+}
+
 case ${1:-} in
   check) check ;;
   build) build ;;
@@ -266,5 +303,6 @@ case ${1:-} in
   logs) logs "${2:-}" ;;
   grpcurl) grpcurl_cluster "${2:?list or health}" ;;
   dashboard) l viz dashboard ;;
-  *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+  l4-demo) l4_demo "${2:-}" ;;
+  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
 esac
