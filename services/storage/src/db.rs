@@ -779,6 +779,11 @@ impl ScratchPostgres {
         Self { db, admin, name }
     }
 
+    /// Runs one statement on the scratch database (a test's set-up).
+    pub async fn execute(&self, sql: String) {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&self.db.pool).await.unwrap();
+    }
+
     pub async fn drop_database(mut self) {
         self.db.pool.close().await;
         let sql = format!("DROP DATABASE {} WITH (FORCE)", self.name);

@@ -56,6 +56,13 @@ static OUTBOX_DEAD_LETTERS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+static STATS_FOLD_FAILING: LazyLock<IntGauge> = LazyLock::new(|| {
+    metrics::gauge(
+        "storage_stats_fold_failing",
+        "1 while folding the stats deltas into the rollup fails (a stats read then adds up more deltas each second), else 0",
+    )
+});
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "app-storage", version, about = "ticketmesh storage service (gRPC)", after_help = ticketmesh_runtime::environment_help!())]
 pub struct Args {
@@ -404,31 +411,39 @@ pub async fn fold_stats(db: Database, timeout: Duration, mut stop: watch::Receiv
     // Said once when folding starts failing and once when it works again:
     // the deltas, and with them the cost of a stats read, grow meanwhile.
     let mut failing = false;
+    STATS_FOLD_FAILING.set(0);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(FOLD_EVERY) => {}
         }
-        loop {
-            let error = match tokio::time::timeout(timeout, db.fold_stats(FOLD_BATCH)).await {
-                Ok(Ok(folded)) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!("folding the stats deltas works again");
-                    }
-                    if folded < FOLD_BATCH as u64 || *stop.borrow() {
-                        break;
-                    }
-                    continue;
+        fold_round(&db, timeout, &stop, &mut failing).await;
+        STATS_FOLD_FAILING.set(i64::from(failing));
+    }
+}
+
+/// One round: batches of [`FOLD_BATCH`] until the deltas are folded, `stop`
+/// is set or a batch fails; `failing` says how the last batch went.
+async fn fold_round(db: &Database, timeout: Duration, stop: &watch::Receiver<bool>, failing: &mut bool) {
+    loop {
+        let error = match tokio::time::timeout(timeout, db.fold_stats(FOLD_BATCH)).await {
+            Ok(Ok(folded)) => {
+                if std::mem::take(failing) {
+                    tracing::info!("folding the stats deltas works again");
                 }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no answer in {timeout:?}"),
-            };
-            // Before the migration, or during an outage: the next round.
-            if !std::mem::replace(&mut failing, true) {
-                tracing::warn!(%error, "folding the stats deltas failed; retrying every second");
+                if folded < FOLD_BATCH as u64 || *stop.borrow() {
+                    return;
+                }
+                continue;
             }
-            break;
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer in {timeout:?}"),
+        };
+        // Before the migration, or during an outage: the next round.
+        if !std::mem::replace(failing, true) {
+            tracing::warn!(%error, "folding the stats deltas failed; retrying every second");
         }
+        return;
     }
 }
 
