@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 TOOLS := .venv-tools
 
 .PHONY: help run test check lint unit e2e ui manifests observability observe simulate bench soak break heal tools localstack localstack-stop build release fmt grpcurl-list grpcurl-health webhook \
-	images images-multiarch kind-up kind-down dashboard logs status l4-demo l4-demo-off fuzz
+	images images-multiarch kind-up kind-down dashboard logs status rollout-check l4-demo l4-demo-off fuzz
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -146,6 +146,9 @@ dashboard: ## Open Linkerd viz (topology, golden metrics, mTLS) in a browser
 
 status: ## Pods, linkerd viz stat, edges (mTLS identities), per-route outbound stats of the gateway
 	@scripts/cluster.sh status
+
+rollout-check: ## Cluster: restart the four services one after another under the simulator's load; fails if any delivery failed or got an answer it did not expect
+	scripts/cluster.sh rollout-check
 
 l4-demo: ## Cluster demo: the gateway's gRPC calls past its proxy, so each connection pins one pod (what per-request balancing fixes); make l4-demo-off undoes it
 	scripts/cluster.sh l4-demo on

@@ -13,6 +13,7 @@
 #   urls      where everything is, and what to run next
 #   down | status | logs [APP] | grpcurl list|health | dashboard
 #   l4-demo on|off  the gateway's gRPC calls past its proxy (one pod per connection), and back
+#   rollout-check   restart the four services one after another under the simulator's load; fail on any answer it did not expect
 # Every command names the context kind-ticketmesh: no other cluster is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -288,6 +289,45 @@ EOF
   esac
 }
 
+# The simulator's counters from its latest progress line: "sent failed
+# unexpected" (unexpected: an answer its delivery's intent did not expect,
+# such as a 503 to a fresh delivery; its forged ones expect their 401).
+simulator_counts() {
+  k -n "$NS" logs deployment/app-simulator -c app-simulator --tail 20 |
+    sed -nE 's/.*sent ([0-9]+) .* failed ([0-9]+) .* unexpected ([0-9]+) .*/\1 \2 \3/p' | tail -n1
+}
+
+# Demo 3 (README, "Two replicas"): a rolling restart of every service, one
+# after another, under app-simulator's steady load, with the simulator's own
+# counters as the proof: it must have sent deliveries meanwhile, and none may
+# have failed or got an answer it did not expect.
+rollout_check() {
+  local before after settle=10
+  before=$(simulator_counts)
+  [ -n "$before" ] || { echo "no progress line from app-simulator yet (it prints one every 5 s); try again" >&2; exit 1; }
+  read -r sent0 failed0 unexpected0 <<<"$before"
+  for app in app-storage app-event app-notifier app-gateway; do
+    step "rolling restart of $app"
+    k -n "$NS" rollout restart "deployment/$app"
+    k -n "$NS" rollout status "deployment/$app" --timeout 300s
+  done
+  echo "waiting ${settle} s for the last deliveries and the simulator's next progress line"
+  sleep "$settle"
+  after=$(simulator_counts)
+  read -r sent1 failed1 unexpected1 <<<"$after"
+  if [ -z "$after" ] || [ "$sent1" -lt "$sent0" ]; then
+    echo "FAIL: app-simulator restarted during the check (its counters went from '$before' to '$after')" >&2
+    exit 1
+  fi
+  local sent=$((sent1 - sent0)) failed=$((failed1 - failed0)) unexpected=$((unexpected1 - unexpected0))
+  echo "during the rollout: sent $sent, failed $failed, unexpected answers $unexpected"
+  if [ "$sent" -eq 0 ] || [ "$failed" -ne 0 ] || [ "$unexpected" -ne 0 ]; then
+    echo "FAIL: a rolling restart must lose no delivery (and the simulator must have sent some)" >&2
+    exit 1
+  fi
+  echo "ok: no delivery failed or got an unexpected answer while all four services restarted"
+}
+
 case ${1:-} in
   check) check ;;
   build) build ;;
@@ -304,5 +344,6 @@ case ${1:-} in
   grpcurl) grpcurl_cluster "${2:?list or health}" ;;
   dashboard) l viz dashboard ;;
   l4-demo) l4_demo "${2:-}" ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  rollout-check) rollout_check ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

@@ -127,11 +127,12 @@ impl Stats {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let rejected: u64 = self.rejected.values().sum();
         format!(
-            "[{secs:6.1}s] sent {} · accepted {} · duplicates {} · rejected {rejected} · failed {} · {:.0}/s · p99 {:.1} ms",
+            "[{secs:6.1}s] sent {} · accepted {} · duplicates {} · rejected {rejected} · failed {} · unexpected {} · {:.0}/s · p99 {:.1} ms",
             self.sent,
             self.accepted,
             self.duplicates,
             self.failed,
+            self.unexpected,
             self.sent as f64 / secs,
             Latency::of(&self.latency).p99,
         )
@@ -224,6 +225,12 @@ mod tests {
         stats.record(Intent::Fresh, &Outcome::Rejected(503), ms(30));
         stats.record(Intent::BadSignature, &Outcome::Accepted, ms(5));
         stats.record(Intent::Fresh, &Outcome::Failed("connection refused".into()), ms(0));
+        // What `make rollout-check` reads from the cluster's simulator log.
+        let line = stats.progress(Duration::from_secs(2));
+        assert!(
+            line.contains("sent 6 · accepted 2 · duplicates 1 · rejected 2 · failed 1 · unexpected 3 ·"),
+            "{line}"
+        );
         let report = stats.report(Duration::from_secs(2));
         assert_eq!((report.sent, report.accepted, report.duplicates, report.failed), (6, 2, 1, 1));
         assert_eq!(report.rejected, BTreeMap::from([("401".into(), 1), ("503".into(), 1)]));
