@@ -111,16 +111,43 @@ fn bounded_key(routing_key: &str) -> &str {
     }
 }
 
+impl Notifier {
+    /// A publish's request, checked whole before anything is published: a
+    /// refusal (INVALID_ARGUMENT) after an AMQP publish would have the relay
+    /// retry, and so publish that message again each time, before giving up
+    /// on it. Returns its destinations (AMQP when none is named).
+    fn check(&self, r: &PublishRequest) -> Result<Vec<i32>, Status> {
+        if r.message_id.is_empty() || r.routing_key.is_empty() {
+            return Err(Status::invalid_argument("message_id and routing_key are required"));
+        }
+        let destinations =
+            if r.destinations.is_empty() { vec![Destination::Amqp as i32] } else { r.destinations.clone() };
+        for &destination in &destinations {
+            match Destination::try_from(destination) {
+                Ok(Destination::Amqp) => {}
+                Ok(Destination::Sns) if self.sns.is_none() => {}
+                Ok(Destination::Sns) => {
+                    std::str::from_utf8(&r.payload)
+                        .map_err(|_| Status::invalid_argument("SNS messages must be UTF-8 text"))?;
+                    if !sns::TOPICS.contains(&r.sns_topic.as_str()) {
+                        return Err(Status::invalid_argument(
+                            SnsError::UnknownTopic(r.sns_topic.clone()).to_string(),
+                        ));
+                    }
+                }
+                _ => return Err(Status::invalid_argument(format!("unknown destination {destination}"))),
+            }
+        }
+        Ok(destinations)
+    }
+}
+
 #[tonic::async_trait]
 impl NotifierService for Notifier {
     async fn publish(&self, request: Request<PublishRequest>) -> Result<Response<PublishResponse>, Status> {
         let r = request.into_inner();
-        if r.message_id.is_empty() || r.routing_key.is_empty() {
-            return Err(Status::invalid_argument("message_id and routing_key are required"));
-        }
+        let destinations = self.check(&r)?;
         let mut results = Vec::new();
-        let destinations =
-            if r.destinations.is_empty() { vec![Destination::Amqp as i32] } else { r.destinations };
         for destination in destinations {
             match Destination::try_from(destination) {
                 Ok(Destination::Amqp) => {

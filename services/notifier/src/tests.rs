@@ -116,6 +116,22 @@ async fn publish_refuses_missing_ids_and_unknown_destinations() {
     }
 }
 
+// A request refused for any of its destinations publishes to none of them:
+// an AMQP publish before the refusal would be repeated at each of the
+// relay's retries.
+#[tokio::test]
+async fn a_refused_publish_publishes_nothing() {
+    let _one_at_a_time = SUBSCRIBING.lock().await;
+    let n = notifier();
+    let mut everything = subscribe(&n, &[]).await;
+    let request =
+        PublishRequest { destinations: vec![Destination::Amqp as i32, 7], ..message("r1", "hello", &[]) };
+    let refused = publish(&n, request).await.unwrap_err();
+    assert_eq!((refused.code(), refused.message()), (Code::InvalidArgument, "unknown destination 7"));
+    publish(&n, message("r2", "hello", &[])).await.unwrap();
+    assert_eq!(next(&mut everything).await.message_id, "r2", "r1 was not published to AMQP");
+}
+
 // Without SNS there are no topics, and confirming a subscription is
 // FAILED_PRECONDITION.
 #[tokio::test]
