@@ -40,7 +40,8 @@ static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnsError {
-    #[error("SNS topic {0:?} is not one of this notifier's topics")]
+    /// The topic as the caller named it, quoted short whatever its length.
+    #[error("SNS topic {} is not one of this notifier's topics", petzi::quoted(.0))]
     UnknownTopic(String),
     #[error("SNS is unavailable: {0}")]
     Unavailable(String),

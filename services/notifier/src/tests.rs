@@ -160,3 +160,16 @@ async fn a_dropped_subscriber_is_removed() {
     drop(stream);
     assert_eq!((SUBSCRIBERS.get(), sender.receiver_count()), (before, 0));
 }
+
+// An unknown topic is named in the error quoted short, however long the
+// caller's value: a gRPC status travels in an HTTP/2 header.
+#[test]
+fn an_unknown_topic_is_quoted_short() {
+    let message = SnsError::UnknownTopic("t".repeat(70_000)).to_string();
+    assert!(message.len() < 200, "{} bytes", message.len());
+    assert!(message.contains("(70000 characters)"), "{message}");
+    assert_eq!(
+        SnsError::UnknownTopic("ticket-event".into()).to_string(),
+        "SNS topic \"ticket-event\" is not one of this notifier's topics"
+    );
+}
