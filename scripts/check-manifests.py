@@ -1520,8 +1520,8 @@ def check_l4_demo(rendered, graph, problems):
         problems.add("l4-demo", f"{L4_OVERLAY}: app-gateway skips its proxy for ports {sorted(skipped)}, "
                                 f"not the gRPC ports of the services it calls {sorted(ports)}")
     stripped = copy.deepcopy(demo)
-    annotations = named(stripped, "Deployment", "app-gateway")["spec"]["template"]["metadata"]["annotations"]
-    annotations.pop(SKIP_OUTBOUND, None)
+    if gateway is not None:
+        named(stripped, "Deployment", "app-gateway")["spec"]["template"]["metadata"].get("annotations", {}).pop(SKIP_OUTBOUND, None)
     if stripped != kind:
         problems.add("l4-demo", f"{L4_OVERLAY} differs from k8s/overlays/kind in more than {SKIP_OUTBOUND} of app-gateway")
     for obj in policy:

@@ -302,7 +302,7 @@ simulator_counts() {
 # counters as the proof: it must have sent deliveries meanwhile, and none may
 # have failed or got an answer it did not expect.
 rollout_check() {
-  local before after settle=10
+  local before after settle=10 sent0 failed0 unexpected0 sent1 failed1 unexpected1
   before=$(simulator_counts)
   [ -n "$before" ] || { echo "no progress line from app-simulator yet (it prints one every 5 s); try again" >&2; exit 1; }
   read -r sent0 failed0 unexpected0 <<<"$before"

@@ -509,18 +509,17 @@ async fn postgres_a_failing_fold_is_reported_until_one_works() {
     let scratch = db::ScratchPostgres::create("tm_test_fold_failing").await;
     scratch.db.migrate().await.unwrap();
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let timeout = TIMEOUT;
     let rename = |from: &str, to: &str| scratch.execute(format!("ALTER TABLE {from} RENAME TO {to}"));
     let mut failing = false;
-    fold_round(&scratch.db, timeout, &stopped, &mut failing).await;
+    fold_round(&scratch.db, TIMEOUT, &stopped, &mut failing).await;
     assert!(!failing, "a fold of an empty table works");
     rename("ticket_stats_deltas", "ticket_stats_deltas_away").await;
-    fold_round(&scratch.db, timeout, &stopped, &mut failing).await;
+    fold_round(&scratch.db, TIMEOUT, &stopped, &mut failing).await;
     assert!(failing, "a fold without its table fails");
-    fold_round(&scratch.db, timeout, &stopped, &mut failing).await;
+    fold_round(&scratch.db, TIMEOUT, &stopped, &mut failing).await;
     assert!(failing, "and stays failing while it does");
     rename("ticket_stats_deltas_away", "ticket_stats_deltas").await;
-    fold_round(&scratch.db, timeout, &stopped, &mut failing).await;
+    fold_round(&scratch.db, TIMEOUT, &stopped, &mut failing).await;
     assert!(!failing, "the next fold that works clears it");
     scratch.drop_database().await;
 }
