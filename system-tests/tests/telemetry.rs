@@ -136,7 +136,10 @@ async fn one_webhook_is_one_trace_from_the_gateway_to_the_sse_consumer() {
     let answer = rig::post_signed(&client, &stack, std::str::from_utf8(bad).unwrap()).await;
     assert_eq!(answer.status, 400);
     let bad_trace = answer.body["error"]["trace_id"].as_str().unwrap().to_owned();
-    let wanted: [Wanted<'_>; 1] = [("parse span", &|s| s.name == "petzi.parse")];
+    let wanted: [Wanted<'_>; 2] = [
+        ("parse span", &|s| s.name == "petzi.parse"),
+        ("gateway server span", &|s| s.service == "app-gateway" && s.name == "POST /webhook"),
+    ];
     let spans = collector.wait_for(&bad_trace, &wanted, Duration::from_secs(10)).await;
     assert_eq!(find(&spans, "app-event", "petzi.parse").status, ERROR);
     assert_eq!(find(&spans, "app-gateway", "POST /webhook").attr("http.response.status_code"), 400);
