@@ -569,22 +569,40 @@ impl Database {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
+    /// Marks the messages published, a chunk of ids per statement (the
+    /// duplicates and the ones already published count nothing). Not one
+    /// transaction: acknowledging is idempotent, and a relay whose ack failed
+    /// sends it again whole.
     async fn ack_outbox_statement(&self, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
         let mut acknowledged = 0;
-        for id in ids {
-            acknowledged += sqlx::query(
-                "UPDATE outbox SET published_at_ms = $1 WHERE id = $2 AND published_at_ms IS NULL",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        for chunk in ids.chunks(ACK_CHUNK) {
+            // Padded to a power of two with its last id, so that a few
+            // statement shapes, each prepared once per connection, serve
+            // every length.
+            let width = chunk.len().next_power_of_two();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(ack_sql(width))).bind(now_ms);
+            for n in 0..width {
+                query = query.bind(chunk[n.min(chunk.len() - 1)]);
+            }
+            acknowledged += query.execute(&self.pool).await?.rows_affected();
         }
-        tx.commit().await?;
         Ok(acknowledged)
     }
+}
+
+/// Ids one acknowledging statement marks at most.
+const ACK_CHUNK: usize = 256;
+
+/// `UPDATE outbox … WHERE id IN ($2, …)` for `width` ids (`$1` is the time).
+fn ack_sql(width: usize) -> String {
+    let ids: Vec<String> = (2..width + 2).map(|n| format!("${n}")).collect();
+    format!(
+        "UPDATE outbox SET published_at_ms = $1 WHERE published_at_ms IS NULL AND id IN ({})",
+        ids.join(", ")
+    )
 }
 
 fn create_parent_dir(url: &str) -> anyhow::Result<()> {

@@ -291,6 +291,30 @@ async fn fetch_outbox_is_oldest_first_and_ack_removes_from_the_next_fetch() {
     assert_eq!(ack(ids).await.unwrap().into_inner().acknowledged, 0, "already acknowledged");
 }
 
+// AckOutbox takes any number of ids (more than one statement's worth here),
+// counts each message once however often it is named, and counts nothing
+// for ids already published or unknown.
+#[tokio::test]
+async fn ack_outbox_counts_each_message_once_in_any_number_of_ids() {
+    let s = storage(true).await;
+    for n in 0..300 {
+        save(&s, created(&format!("a{n}"), ticket(&format!("A{n}"), "Concert")), "").await.unwrap();
+    }
+    let all: Vec<i64> = fetch(&s, 1000).await.unwrap().messages.iter().map(|m| m.id).collect();
+    assert_eq!(all.len(), 300);
+    let ack = |ids: Vec<i64>| async { s.ack_outbox(Request::new(AckOutboxRequest { ids })).await };
+    // Every other message, each named twice, in reverse.
+    let half: Vec<i64> = all.iter().step_by(2).rev().flat_map(|&id| [id, id]).collect();
+    assert_eq!(ack(half).await.unwrap().into_inner().acknowledged, 150);
+    let left = fetch(&s, 1000).await.unwrap();
+    let expected: Vec<i64> = all.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(left.messages.iter().map(|m| m.id).collect::<Vec<_>>(), expected);
+    let mut everything = all.clone();
+    everything.push(all[299] + 1_000_000);
+    assert_eq!(ack(everything).await.unwrap().into_inner().acknowledged, 150, "only the unpublished half");
+    assert!(fetch(&s, 1000).await.unwrap().messages.is_empty());
+}
+
 async fn fetch_as(s: &Storage, relay: &str, lease_ms: u64) -> Result<FetchOutboxResponse, Status> {
     let lease = prost_types::Duration::try_from(Duration::from_millis(lease_ms)).ok();
     s.fetch_outbox(Request::new(FetchOutboxRequest { limit: 0, relay_id: relay.into(), lease }))
