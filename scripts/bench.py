@@ -7,7 +7,9 @@ each process's peak RSS. Prints one table and writes it to BENCH.md.
 
 On the real backends, PostgreSQL alone is measured first (pgbench: one
 transaction inserting an event row and an outbox row, BENCH_CONCURRENCY
-clients) and the webhook path is compared with it. Two hostile-traffic checks
+clients) and the webhook path is compared with it, and the outbox relay's drain is
+measured (WEBHOOKS deliveries accepted while app-notifier is down, then
+published once it is back). Two hostile-traffic checks
 follow: overload (open loop
 at 3× the webhook capacity just measured, for 30 s, then recovery) and stalled
 dashboards (50 clients open GET /events and never read while 100,000 webhooks
@@ -156,6 +158,7 @@ class Stack:
         self.bindir = bindir
         self.grpc = {service: f"127.0.0.1:{p['grpc']}" for service, p in ports.items() if "grpc" in p}
         self.common = common
+        self.earlier_peak = {}
         started = time.monotonic()
         self.procs = {name: self.spawn(name) for name in SERVICES}
         pending = list(self.ready_urls)
@@ -175,7 +178,8 @@ class Stack:
                                 stdout=self.logs, stderr=self.logs)
 
     def kill(self, name):
-        """SIGKILL one service, as a crash would."""
+        """SIGKILL one service, as a crash would (its peak RSS so far is kept)."""
+        self.earlier_peak[name] = max(self.earlier_peak.get(name, 0.0), peak_rss_mib(self.procs[name].pid))
         self.procs[name].kill()
         self.procs[name].wait()
 
@@ -195,7 +199,7 @@ class Stack:
         raise SystemExit(f"{self.name}: the outbox did not drain in {timeout} s")
 
     def peak_rss(self):
-        return {name: peak_rss_mib(proc.pid) for name, proc in self.procs.items()}
+        return {name: max(peak_rss_mib(proc.pid), self.earlier_peak.get(name, 0.0)) for name, proc in self.procs.items()}
 
     def stop(self):
         for proc in self.procs.values():
@@ -250,6 +254,32 @@ def metric(url, name):
     with urllib.request.urlopen(url, timeout=5) as r:
         found = re.search(rf"^{re.escape(name)} ([\d.e+]+)$", r.read().decode(), re.M)
     return float(found.group(1)) if found else 0.0
+
+
+def relay_drain(stack, count):
+    """How fast the outbox relay publishes a backlog: `count` deliveries
+    accepted while app-notifier is down (they wait in the outbox), then
+    app-notifier started again and one more delivery to wake the relay at
+    once (not at its next backoff); the messages published per second until
+    the outbox is empty."""
+    print(f"   outbox relay: {count} deliveries with app-notifier down, then the drain", flush=True)
+    stack.kill("app-notifier")
+    written = simulate(stack.base, count, CONCURRENCY)
+    stack.restart("app-notifier")
+    ready = stack.admin["app-notifier"] + "/ready"
+    deadline = time.monotonic() + 30
+    while status(ready) != 200:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{stack.name}: app-notifier not ready 30 s after its restart")
+        time.sleep(0.05)
+    backlog = metric(stack.storage_metrics, "outbox_backlog")
+    with CpuMeter(stack) as meter:
+        started = time.monotonic()
+        simulate(stack.base, 1, 1)
+        stack.drain_outbox()
+        seconds = time.monotonic() - started
+    return {"messages": backlog + 1, "seconds": seconds, "rate": (backlog + 1) / seconds,
+            "errors": written["errors"], "cpu": meter}
 
 
 def overload(stack, capacity):
@@ -433,6 +463,8 @@ def run(name, env, cleanup, hostile=False):
             cpu[label.split(" ")[0]] = meter
         extra = {}
         if hostile:
+            extra["drain"] = relay_drain(stack, WEBHOOKS)
+            cpu["relay drain"] = extra["drain"]["cpu"]
             extra["floor"] = extra_floor
             extra["overload"] = overload(stack, rows["webhook (POST /webhook)"]["rps"])
             stack.drain_outbox()
@@ -520,6 +552,11 @@ def table(result):
         lines += ["", f"PostgreSQL alone in the same run (pgbench, {CONCURRENCY} clients, one transaction inserting an "
                   f"event row and an outbox row): {result['floor']:.0f} transactions/s. The webhook path does "
                   f"{webhook / result['floor']:.2f}× that."]
+    if "drain" in result:
+        d = result["drain"]
+        lines += ["", f"Outbox relay: {d['messages']:.0f} messages waiting (deliveries accepted with app-notifier down, "
+                  f"{d['errors']} errors), then app-notifier started again: the relay published them all in "
+                  f"{d['seconds']:.1f} s, {d['rate']:.0f} messages/s (CPU in the column \"relay drain\" below)."]
     lines += ["", "| process | peak RSS (MiB) |", "| --- | ---: |"]
     lines += [f"| {name} | {mib:.1f} |" for name, mib in result["rss"].items()]
     cpu = result["cpu"]
@@ -541,6 +578,8 @@ def verdict(result):
         ("webhook p99 ≤ 50 ms", webhook["p99"] <= 50, f"{webhook['p99']:.1f} ms"),
         *([("webhook ≥ 1.0× PostgreSQL's event+outbox floor measured in the same run", webhook["rps"] >= result["floor"],
             f"{webhook['rps'] / result['floor']:.2f}×")] if "floor" in result else []),
+        *([("the outbox relay publishes at least as fast as the webhook path accepts", result["drain"]["rate"] >= webhook["rps"],
+            f"{result['drain']['rate']:.0f} messages/s")] if "drain" in result else []),
         ("webhook 0 errors", webhook["errors"] == 0, str(webhook["errors"])),
         ("hello ≥ 50 % of /health's req/s", hello["rps"] >= health["rps"] / 2,
          f"{100 * hello['rps'] / max(health['rps'], 1):.0f} %"),

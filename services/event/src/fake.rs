@@ -4,7 +4,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -49,6 +52,11 @@ pub struct Fake {
     pub dead: Mutex<HashSet<i64>>,
     /// The relays that released the lease, in order.
     pub released: Mutex<Vec<String>>,
+    /// How long each Publish takes to answer.
+    pub publish_delay: Mutex<Duration>,
+    /// Publishes in progress now, and the most there were at once.
+    pub publishing: AtomicUsize,
+    pub most_publishing: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -211,6 +219,11 @@ impl NotifierService for Fake {
         let request = request.into_inner();
         let id = request.message_id.clone();
         lock(&self.published).push(request);
+        let now = self.publishing.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_publishing.fetch_max(now, Ordering::SeqCst);
+        let delay = *lock(&self.publish_delay);
+        tokio::time::sleep(delay).await;
+        self.publishing.fetch_sub(1, Ordering::SeqCst);
         if lock(&self.refused).contains(&id) {
             return Err(Status::invalid_argument("scripted: a message the notifier cannot take"));
         }

@@ -64,6 +64,10 @@ pub struct Args {
     /// (retrying cannot mend it) before the relay gives up on it: a dead letter.
     #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub outbox_max_attempts: i32,
+    /// Tickets whose outbox messages the relay publishes at once; each
+    /// ticket's go out one after another, in order.
+    #[arg(long, env = "OUTBOX_RELAY_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=128))]
+    pub outbox_relay_concurrency: u16,
     #[command(flatten)]
     pub fault: ticketmesh_runtime::FaultArgs,
 }
@@ -378,6 +382,7 @@ pub async fn serve(
         storage_timeout: args.storage_timeout,
         notifier_timeout: args.notifier_timeout,
         batch: 200,
+        concurrency: usize::from(args.outbox_relay_concurrency),
         max_attempts: args.outbox_max_attempts,
         unacked: Vec::new(),
     };

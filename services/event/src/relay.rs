@@ -7,8 +7,9 @@
 //! (which should not call out) nor the notifier (which should stay a thin
 //! publisher) needs to know about the other. Guarantees: at least once (a
 //! crash between publish and ack republishes, with the same message id),
-//! and in order per ticket (messages go out strictly in outbox order and the
-//! relay stops at the first failure).
+//! and in order per ticket (a ticket's messages go out strictly in outbox
+//! order, each once the one before is confirmed, and none after one that
+//! failed; several tickets' messages go out at once).
 //!
 //! Every replica runs a relay, and one publishes at a time: FetchOutbox
 //! hands messages only to the holder of the relay lease, which each fetch
@@ -18,12 +19,19 @@
 //! (a margin short of the lease, timed from before the fetch), so two
 //! relays never publish at once.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use prometheus::{IntCounterVec, IntGauge};
 use ticketmesh_proto::v1::{
-    AckOutboxRequest, Destination, FetchOutboxRequest, PublishRequest, RecordOutboxFailureRequest,
-    ReleaseOutboxLeaseRequest, notifier_service_client::NotifierServiceClient,
+    AckOutboxRequest, Destination, FetchOutboxRequest, OutboxMessage, PublishRequest,
+    RecordOutboxFailureRequest, ReleaseOutboxLeaseRequest, notifier_service_client::NotifierServiceClient,
     storage_service_client::StorageServiceClient,
 };
 use ticketmesh_runtime::{
@@ -31,7 +39,10 @@ use ticketmesh_runtime::{
     grpc::{Channel, with_deadline},
     metrics, telemetry,
 };
-use tokio::sync::{Notify, watch};
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinSet,
+};
 use tracing::Instrument;
 
 static BACKLOG: std::sync::LazyLock<IntGauge> = std::sync::LazyLock::new(|| {
@@ -108,6 +119,8 @@ pub struct Relay {
     /// Deadline of each publish through the notifier.
     pub notifier_timeout: Duration,
     pub batch: i32,
+    /// Tickets whose messages are published at once (each ticket's in order).
+    pub concurrency: usize,
     /// Failures retrying cannot mend after which a message is a dead letter.
     pub max_attempts: i32,
     /// Published and confirmed, but storage did not take the acknowledgement
@@ -177,35 +190,21 @@ impl Relay {
         Ok(())
     }
 
-    /// Records a failure of message `id` that retrying cannot mend; whether
-    /// it is now a dead letter (after `max_attempts` of them).
-    async fn dead_letter(&self, id: i64, status: &tonic::Status) -> Result<bool, tonic::Status> {
-        let request = RecordOutboxFailureRequest {
-            id,
-            error: format!("{:?}: {}", status.code(), status.message()),
-            max_attempts: self.max_attempts,
-        };
-        let recorded = self
-            .storage
-            .clone()
-            .record_outbox_failure(with_deadline(request, self.storage_timeout))
-            .await?
-            .into_inner();
-        if recorded.dead {
-            DEAD_LETTERED.inc();
-            tracing::error!(id, attempts = recorded.attempts, error = %status.message(), "outbox message given up on");
-        }
-        Ok(recorded.dead)
-    }
-
     /// One fetch → publish → ack round; returns how many were published.
     /// The polling itself is not traced (it runs every second); each
     /// message's publish continues the trace of the webhook that stored it.
+    ///
+    /// The fetched messages are split by ticket into chains, each in outbox
+    /// order, and up to `concurrency` chains publish at once: a ticket's
+    /// next message goes out only once the notifier confirmed the one
+    /// before, while other tickets' messages go out beside it. A failure
+    /// ends its own chain (the ticket's later messages wait for the next
+    /// round); an outage also stops the round from starting anything more.
     async fn round(&mut self) -> Result<usize, tonic::Status> {
         let poll = tracing::info_span!("outbox.poll");
         telemetry::set_parent(&poll, telemetry::unsampled());
         self.ack_unacked().instrument(poll.clone()).await?;
-        let asked = std::time::Instant::now();
+        let asked = Instant::now();
         let request = FetchOutboxRequest {
             limit: self.batch,
             relay_id: self.id.clone(),
@@ -223,14 +222,105 @@ impl Relay {
             BACKLOG.set(0);
             return Ok(0);
         }
-        let publish_until = asked + LEASE - LEASE_MARGIN;
         BACKLOG.set(fetched.backlog);
-        let mut published = Vec::with_capacity(fetched.messages.len());
+        let publisher = Publisher {
+            storage: self.storage.clone(),
+            notifier: self.notifier.clone(),
+            storage_timeout: self.storage_timeout,
+            notifier_timeout: self.notifier_timeout,
+            max_attempts: self.max_attempts,
+            until: asked + LEASE - LEASE_MARGIN,
+            halt: Arc::new(AtomicBool::new(false)),
+        };
+        let mut chains = by_ticket(fetched.messages).into_iter();
+        let mut running = JoinSet::new();
+        let mut published = Vec::new();
         let mut failure = None;
-        for message in fetched.messages {
-            if std::time::Instant::now() >= publish_until {
-                break; // the lease may lapse: renew it first (next round, at once)
+        loop {
+            while running.len() < self.concurrency.max(1) && !publisher.halted() {
+                let Some(chain) = chains.next() else { break };
+                running.spawn(publisher.clone().chain(chain));
             }
+            let Some(joined) = running.join_next().await else { break };
+            let (ids, failed) = joined.unwrap_or_else(|error| {
+                publisher.halt();
+                (Vec::new(), Some(tonic::Status::internal(format!("a relay chain ended: {error}"))))
+            });
+            published.extend(ids);
+            if failure.is_none() {
+                failure = failed;
+            }
+        }
+        if !published.is_empty() {
+            published.sort_unstable();
+            let acked = self
+                .storage
+                .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.storage_timeout))
+                .instrument(poll)
+                .await;
+            if let Err(status) = acked {
+                self.unacked = published;
+                return Err(status);
+            }
+            BACKLOG.set(fetched.backlog - published.len() as i64);
+        }
+        match failure {
+            Some(status) => Err(status),
+            None => Ok(published.len()),
+        }
+    }
+}
+
+/// Splits fetched messages into one chain per ticket, each in outbox order;
+/// the chains in the order of their tickets' oldest message.
+fn by_ticket(messages: Vec<OutboxMessage>) -> Vec<Vec<OutboxMessage>> {
+    let mut index = HashMap::new();
+    let mut chains: Vec<Vec<OutboxMessage>> = Vec::new();
+    for message in messages {
+        let at = *index.entry(message.ticket_number.clone()).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        chains[at].push(message);
+    }
+    chains
+}
+
+/// What one round's chains share to publish: the clients, the bounds, the
+/// time the lease is surely still this relay's, and whether the round
+/// stopped.
+#[derive(Clone)]
+struct Publisher {
+    storage: StorageServiceClient<Channel>,
+    notifier: NotifierServiceClient<Channel>,
+    storage_timeout: Duration,
+    notifier_timeout: Duration,
+    max_attempts: i32,
+    until: Instant,
+    halt: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    fn halted(&self) -> bool {
+        self.halt.load(Ordering::Relaxed)
+    }
+
+    fn halt(&self) {
+        self.halt.store(true, Ordering::Relaxed);
+    }
+
+    /// Publishes one ticket's messages in order, each only once the one
+    /// before is confirmed; returns the ids published and the failure that
+    /// ended the chain early, if one did. Stops before a message once the
+    /// lease may lapse (it is renewed first, next round, at once) or the
+    /// round halted.
+    async fn chain(mut self, chain: Vec<OutboxMessage>) -> (Vec<i64>, Option<tonic::Status>) {
+        let mut published = Vec::with_capacity(chain.len());
+        for message in chain {
+            if self.halted() || Instant::now() >= self.until {
+                break;
+            }
+            let id = message.id;
             let committed = message.created_at.and_then(|t| std::time::SystemTime::try_from(t).ok());
             let span = tracing::info_span!(
                 "outbox.relay",
@@ -262,44 +352,51 @@ impl Relay {
                     if let Some(lag) = committed.and_then(|t| t.elapsed().ok()) {
                         LAG.observe(lag.as_secs_f64());
                     }
-                    published.push(message.id);
+                    published.push(id);
                 }
                 Err(status) => {
                     telemetry::set_error(&span, status.message().to_owned());
                     RELAYED.with_label_values(&["failed"]).inc();
-                    if lasting(status.code()) {
-                        match self.dead_letter(message.id, &status).instrument(span).await {
-                            Ok(true) => continue, // given up on: what follows flows on
-                            Ok(false) => {}
-                            // Storage did not take it: stop here, but acknowledge
-                            // what this round published, so it goes out once.
-                            Err(unrecorded) => {
-                                failure = Some(unrecorded);
-                                break;
-                            }
+                    if !lasting(status.code()) {
+                        // An outage: what else the round would publish fails too.
+                        self.halt();
+                        return (published, Some(status));
+                    }
+                    match self.dead_letter(id, &status).instrument(span).await {
+                        Ok(true) => {} // given up on: the ticket's next message flows on
+                        // Keep the order: nothing of this ticket goes out before it.
+                        Ok(false) => return (published, Some(status)),
+                        // Storage did not take it: stop the round here, but
+                        // acknowledge what it published, so that goes out once.
+                        Err(unrecorded) => {
+                            self.halt();
+                            return (published, Some(unrecorded));
                         }
                     }
-                    failure = Some(status);
-                    break; // keep the order: nothing after a failure goes out first
                 }
             }
         }
-        if !published.is_empty() {
-            let acked = self
-                .storage
-                .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.storage_timeout))
-                .instrument(poll)
-                .await;
-            if let Err(status) = acked {
-                self.unacked = published;
-                return Err(status);
-            }
-            BACKLOG.set(fetched.backlog - published.len() as i64);
+        (published, None)
+    }
+
+    /// Records a failure of message `id` that retrying cannot mend; whether
+    /// it is now a dead letter (after `max_attempts` of them).
+    async fn dead_letter(&mut self, id: i64, status: &tonic::Status) -> Result<bool, tonic::Status> {
+        let request = RecordOutboxFailureRequest {
+            id,
+            error: format!("{:?}: {}", status.code(), status.message()),
+            max_attempts: self.max_attempts,
+        };
+        let recorded = self
+            .storage
+            .record_outbox_failure(with_deadline(request, self.storage_timeout))
+            .await?
+            .into_inner();
+        if recorded.dead {
+            DEAD_LETTERED.inc();
+            tracing::error!(id, attempts = recorded.attempts, error = %status.message(), "outbox message given up on");
         }
-        match failure {
-            Some(status) => Err(status),
-            None => Ok(published.len()),
-        }
+        Ok(recorded.dead)
     }
 }
 

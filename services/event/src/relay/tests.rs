@@ -17,19 +17,21 @@ fn relay(url: &str) -> Relay {
         storage_timeout: TIMEOUT,
         notifier_timeout: TIMEOUT,
         batch: 200,
+        concurrency: 8,
         max_attempts: 3,
         unacked: Vec::new(),
     }
 }
 
-/// Outbox rows 1..=n, message ids m1..mn.
-fn rows(n: i64) -> Vec<OutboxMessage> {
-    (1..=n)
-        .map(|id| OutboxMessage {
+/// Outbox rows 1..=n, message ids m1..mn, row `i` of ticket `tickets[i - 1]`.
+fn rows_of(tickets: &[&str]) -> Vec<OutboxMessage> {
+    (1..)
+        .zip(tickets)
+        .map(|(id, ticket)| OutboxMessage {
             id,
             message_id: format!("m{id}"),
             routing_key: "ticket.created".into(),
-            ticket_number: format!("T{id}"),
+            ticket_number: (*ticket).into(),
             payload: vec![id as u8],
             created_at: None,
             traceparent: String::new(),
@@ -37,23 +39,33 @@ fn rows(n: i64) -> Vec<OutboxMessage> {
         .collect()
 }
 
-async fn fake_with_outbox(n: i64) -> (Arc<Fake>, Relay) {
+async fn fake_with_outbox(tickets: &[&str]) -> (Arc<Fake>, Relay) {
     let fake = Arc::new(Fake::default());
-    fake.set_outbox(rows(n));
+    fake.set_outbox(rows_of(tickets));
     let relay = relay(&fake.serve().await);
     (fake, relay)
 }
 
-// One round publishes every outbox row oldest first, as ticket events to
-// AMQP under the row's id and routing key, then acks them all; the next
-// round finds nothing to publish.
+/// Every publish attempt of the given message ids, in the order they came.
+fn attempts_of(fake: &Fake, ids: &[&str]) -> Vec<String> {
+    fake.published_ids().into_iter().filter(|id| ids.contains(&id.as_str())).collect()
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+// One round publishes every outbox row as a ticket event to AMQP under the
+// row's id and routing key, then acks them all; the next round finds
+// nothing to publish.
 #[tokio::test]
-async fn a_round_publishes_the_outbox_in_order_then_acks_it() {
-    let (fake, mut relay) = fake_with_outbox(3).await;
+async fn a_round_publishes_the_outbox_then_acks_it() {
+    let (fake, mut relay) = fake_with_outbox(&["T1", "T2", "T3"]).await;
     assert_eq!(relay.round().await.unwrap(), 3);
-    assert_eq!(fake.published_ids(), ["m1", "m2", "m3"]);
+    assert_eq!(sorted(fake.published_ids()), ["m1", "m2", "m3"]);
     assert_eq!(fake.acked_ids(), [1, 2, 3]);
-    let first = fake.published.lock().unwrap()[0].clone();
+    let first = fake.published.lock().unwrap().iter().find(|p| p.message_id == "m1").unwrap().clone();
     assert_eq!((first.routing_key.as_str(), first.payload.as_slice()), ("ticket.created", &[1u8][..]));
     assert_eq!(first.destinations, [Destination::Amqp as i32]);
     assert!(first.content_type.contains("ticketmesh.v1.TicketEvent"), "{}", first.content_type);
@@ -62,15 +74,43 @@ async fn a_round_publishes_the_outbox_in_order_then_acks_it() {
     assert_eq!(fake.published_ids().len(), 3, "nothing is published twice");
 }
 
-// A failed publish ends the round at that row: what came before it is
-// acked, nothing after it is published; the next round starts again from it.
+// Several tickets' messages are in flight at once, but never two of one
+// ticket: each ticket's go out in outbox order, each once the one before
+// was confirmed.
 #[tokio::test]
-async fn a_failed_publish_stops_the_round_at_that_row_until_it_goes_through() {
-    let (fake, mut relay) = fake_with_outbox(4).await;
+async fn tickets_go_out_at_once_and_each_tickets_messages_in_order() {
+    let (fake, mut relay) = fake_with_outbox(&["A", "B", "C", "A", "B", "C", "A", "B", "C", "A"]).await;
+    *fake.publish_delay.lock().unwrap() = Duration::from_millis(50);
+    assert_eq!(relay.round().await.unwrap(), 10);
+    assert_eq!(fake.most_publishing.load(std::sync::atomic::Ordering::SeqCst), 3, "one at a time per ticket");
+    assert_eq!(attempts_of(&fake, &["m1", "m4", "m7", "m10"]), ["m1", "m4", "m7", "m10"]);
+    assert_eq!(attempts_of(&fake, &["m2", "m5", "m8"]), ["m2", "m5", "m8"]);
+    assert_eq!(attempts_of(&fake, &["m3", "m6", "m9"]), ["m3", "m6", "m9"]);
+    assert_eq!(fake.acked_ids(), (1..=10).collect::<Vec<_>>());
+}
+
+// No more publishes are in flight at once than the relay's concurrency.
+#[tokio::test]
+async fn no_more_than_the_concurrency_is_in_flight() {
+    let tickets: Vec<String> = (1..=20).map(|n| format!("T{n}")).collect();
+    let (fake, mut relay) = fake_with_outbox(&tickets.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    relay.concurrency = 4;
+    *fake.publish_delay.lock().unwrap() = Duration::from_millis(30);
+    assert_eq!(relay.round().await.unwrap(), 20);
+    assert_eq!(fake.most_publishing.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+// An outage (a failure that may pass) stops the round: nothing more starts
+// after it, what came before is acked, and the next round starts again
+// from the failed row.
+#[tokio::test]
+async fn an_outage_stops_the_round_until_the_failed_row_goes_through() {
+    let (fake, mut relay) = fake_with_outbox(&["T1", "T2", "T3", "T4"]).await;
+    relay.concurrency = 1;
     fake.fail_publishes("m2", 1);
     let failed = relay.round().await.unwrap_err();
     assert_eq!(failed.code(), tonic::Code::Unavailable);
-    assert_eq!(fake.published_ids(), ["m1", "m2"], "nothing after the failed row");
+    assert_eq!(fake.published_ids(), ["m1", "m2"], "nothing after the failure");
     assert_eq!(fake.acked_ids(), [1]);
 
     assert_eq!(relay.round().await.unwrap(), 3);
@@ -78,12 +118,37 @@ async fn a_failed_publish_stops_the_round_at_that_row_until_it_goes_through() {
     assert_eq!(fake.acked_ids(), [1, 2, 3, 4]);
 }
 
-// A message the notifier refuses as a bad request stops the round like any
-// failure, and counts; at its third refusal it becomes a dead letter and the
-// messages behind it flow again. An outage never counts.
+// With the notifier down, one round tries at most `concurrency` messages,
+// not the whole batch.
+#[tokio::test]
+async fn an_outage_costs_one_attempt_per_chain_in_flight() {
+    let tickets: Vec<String> = (1..=20).map(|n| format!("T{n}")).collect();
+    let (fake, mut relay) = fake_with_outbox(&tickets.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    relay.concurrency = 4;
+    for n in 1..=20 {
+        fake.fail_publishes(&format!("m{n}"), 1);
+    }
+    assert_eq!(relay.round().await.unwrap_err().code(), tonic::Code::Unavailable);
+    assert_eq!(fake.published_ids().len(), 4);
+    assert!(fake.acked_ids().is_empty());
+}
+
+// A message the notifier refuses as a bad request holds back its own
+// ticket's later messages only: the other tickets' go out and are acked.
+#[tokio::test]
+async fn a_refused_message_holds_back_only_its_ticket() {
+    let (fake, mut relay) = fake_with_outbox(&["A", "B", "A", "C"]).await;
+    fake.refuse_publishes("m1");
+    assert_eq!(relay.round().await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(sorted(fake.published_ids()), ["m1", "m2", "m4"], "m3 waits behind m1");
+    assert_eq!(fake.acked_ids(), [2, 4]);
+}
+
+// A refused message counts; at its third refusal it becomes a dead letter
+// and its ticket's messages behind it flow again. An outage never counts.
 #[tokio::test]
 async fn a_message_refused_three_times_becomes_a_dead_letter_and_the_rest_flows() {
-    let (fake, mut relay) = fake_with_outbox(3).await;
+    let (fake, mut relay) = fake_with_outbox(&["A", "B", "B"]).await;
     fake.refuse_publishes("m2");
     fake.fail_publishes("m3", 1);
     for attempt in 1..=2 {
@@ -95,7 +160,8 @@ async fn a_message_refused_three_times_becomes_a_dead_letter_and_the_rest_flows(
     assert_eq!(fake.dead.lock().unwrap().iter().copied().collect::<Vec<_>>(), [2]);
     assert_eq!(relay.round().await.unwrap(), 1);
     assert_eq!(fake.acked_ids(), [1, 3], "m3 published once its outage passed");
-    assert_eq!(fake.published_ids(), ["m1", "m2", "m2", "m2", "m3", "m3"]);
+    assert_eq!(attempts_of(&fake, &["m2", "m3"]), ["m2", "m2", "m2", "m3", "m3"]);
+    assert_eq!(attempts_of(&fake, &["m1"]), ["m1"]);
     assert_eq!(fake.attempts.lock().unwrap().get(&3), None, "an outage is not counted");
     assert_eq!(relay.round().await.unwrap(), 0, "the dead letter is not fetched again");
 }
@@ -104,7 +170,8 @@ async fn a_message_refused_three_times_becomes_a_dead_letter_and_the_rest_flows(
 // it published before is still acknowledged (so it goes out once).
 #[tokio::test]
 async fn an_unrecorded_refusal_stops_the_round_but_keeps_the_acks() {
-    let (fake, mut relay) = fake_with_outbox(3).await;
+    let (fake, mut relay) = fake_with_outbox(&["T1", "T2", "T3"]).await;
+    relay.concurrency = 1;
     fake.refuse_publishes("m2");
     *fake.record_failures.lock().unwrap() = 1;
     assert_eq!(relay.round().await.unwrap_err().code(), tonic::Code::Unavailable);
@@ -116,7 +183,7 @@ async fn an_unrecorded_refusal_stops_the_round_but_keeps_the_acks() {
 // the messages it covers are not published again.
 #[tokio::test]
 async fn a_lost_ack_is_sent_again_without_publishing_again() {
-    let (fake, mut relay) = fake_with_outbox(2).await;
+    let (fake, mut relay) = fake_with_outbox(&["T", "T"]).await;
     *fake.ack_failures.lock().unwrap() = 1;
     assert!(relay.round().await.is_err());
     assert_eq!((fake.published_ids().len(), fake.acked_ids().len()), (2, 0));
@@ -127,10 +194,10 @@ async fn a_lost_ack_is_sent_again_without_publishing_again() {
 }
 
 // The running relay retries a failed publish by itself (after its backoff),
-// still in order, and stops when told to.
+// the ticket still in order, and stops when told to.
 #[tokio::test]
 async fn the_running_relay_retries_by_itself_and_stops_when_told() {
-    let (fake, relay) = fake_with_outbox(3).await;
+    let (fake, relay) = fake_with_outbox(&["T", "T", "T"]).await;
     fake.fail_publishes("m2", 2);
     let (stop, stopping) = watch::channel(false);
     let running = tokio::spawn(relay.run(stopping));
@@ -149,7 +216,7 @@ async fn the_running_relay_retries_by_itself_and_stops_when_told() {
 // before the lease goes (so the next holder does not publish it again).
 #[tokio::test]
 async fn a_finishing_relay_acknowledges_what_it_published_then_releases_its_lease() {
-    let (fake, mut relay) = fake_with_outbox(2).await;
+    let (fake, mut relay) = fake_with_outbox(&["T", "T"]).await;
     *fake.ack_failures.lock().unwrap() = 1;
     assert!(relay.round().await.is_err(), "the ack failed");
     assert!(fake.acked_ids().is_empty());
