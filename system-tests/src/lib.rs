@@ -248,6 +248,7 @@ impl Stack {
             storage_timeout: timeout,
             notifier_timeout: timeout,
             outbox_max_attempts: 5,
+            outbox_relay_concurrency: 32,
             notifier_url: format!("http://{ng_addr}"),
             fault: fault(1),
         };
