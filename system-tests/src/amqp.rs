@@ -1,7 +1,10 @@
 //! RabbitMQ for the tests: a test's own exchange, a queue on it that counts
 //! what the notifier published, and a wait for the outbox to drain.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use lapin::{
     Connection, ConnectionProperties, ExchangeKind,
@@ -11,6 +14,8 @@ use lapin::{
     },
     types::FieldTable,
 };
+use prost::Message;
+use ticketmesh_proto::v1::{EventType, TicketEvent};
 use tokio_stream::StreamExt;
 
 use crate::{Backend, amqp_url};
@@ -150,4 +155,59 @@ pub async fn wait_until_published(backend: &Backend) {
         assert!(Instant::now() < deadline, "outbox not drained in 10 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The delivery a message carries (its payload decoded).
+fn event_of(m: &lapin::message::Delivery) -> TicketEvent {
+    let event = TicketEvent::decode(m.data.as_slice()).unwrap();
+    assert_eq!(event.delivery_id, message_id(m), "the message id is the delivery id");
+    event
+}
+
+/// Every ticket's creation came before its cancellation; the messages per
+/// delivery id (more than 1: published twice).
+pub fn check_order(messages: &[lapin::message::Delivery]) -> HashMap<String, usize> {
+    let mut created = HashSet::new();
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for m in messages {
+        let event = event_of(m);
+        let number = event.ticket.unwrap().number;
+        *copies.entry(event.delivery_id).or_default() += 1;
+        if event.r#type == EventType::TicketCreated as i32 {
+            created.insert(number);
+        } else {
+            assert!(
+                created.contains(&number),
+                "{number}: its cancellation was published before its creation"
+            );
+        }
+    }
+    copies.retain(|_, n| *n > 1);
+    copies
+}
+
+/// `got` holds each of `sent` (delivery ids, in the order they were
+/// accepted) exactly once, and each ticket's in the order accepted. The relay
+/// publishes several tickets at once, so the order across tickets is free.
+pub fn assert_once_in_ticket_order(got: &[lapin::message::Delivery], sent: &[String]) {
+    let ids: Vec<String> = got.iter().map(message_id).collect();
+    let (mut published, mut accepted) = (ids.clone(), sent.to_vec());
+    published.sort();
+    accepted.sort();
+    assert_eq!(published, accepted, "every delivery once");
+    let ticket: HashMap<String, String> = got
+        .iter()
+        .map(|m| {
+            let event = event_of(m);
+            (event.delivery_id, event.ticket.unwrap().number)
+        })
+        .collect();
+    let per_ticket = |order: &[String]| {
+        let mut tickets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in order {
+            tickets.entry(ticket[id].clone()).or_default().push(id.clone());
+        }
+        tickets
+    };
+    assert_eq!(per_ticket(&ids), per_ticket(sent), "each ticket's deliveries in the order accepted");
 }

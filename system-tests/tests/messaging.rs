@@ -1,5 +1,6 @@
 //! Accepted webhooks flow from the outbox through the relay and the notifier
-//! to RabbitMQ: each exactly once per message id, in order, persistent; and
+//! to RabbitMQ: each exactly once per message id, each ticket's in order,
+//! persistent; and
 //! nothing accepted while the broker is unreachable is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use lapin::{Connection, ConnectionProperties, options::ExchangeDeleteOptions};
 use prost::Message;
 use rig::{
-    amqp::{Listener, message_id, wait_until_published},
+    amqp::{Listener, assert_once_in_ticket_order, message_id, wait_until_published},
     *,
 };
 use ticketmesh_proto::v1::TicketEvent;
@@ -26,7 +27,7 @@ fn trace_id(d: &lapin::message::Delivery) -> String {
 
 #[ignore = "needs PostgreSQL and RabbitMQ (make test runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_accepted_webhook_reaches_rabbitmq_once_in_order() {
+async fn each_accepted_webhook_reaches_rabbitmq_once_each_ticket_in_order() {
     let backend = Backend::postgres(false).await;
     let exchange = unique("tm.test");
     let mut listener = Listener::bind(&exchange).await;
@@ -34,12 +35,14 @@ async fn each_accepted_webhook_reaches_rabbitmq_once_in_order() {
     let stack = Stack::start_with(&backend, options).await.ready().await;
     let client = reqwest::Client::new();
 
+    // Every fifth delivery cancels the ticket created four deliveries before.
+    let number = |i: usize| format!("PETZIQ{:03}", if i % 5 == 4 { i - 4 } else { i });
     let mut sent = Vec::new();
     for i in 0..20 {
         let event = if i % 5 == 4 { "ticket_updated" } else { "ticket_created" };
         let body = delivery(
             event,
-            &format!("PETZIQ{i:03}"),
+            &number(i),
             "Concert",
             "20.00",
             if i % 5 == 4 { "event_cancellation" } else { "" },
@@ -57,17 +60,17 @@ async fn each_accepted_webhook_reaches_rabbitmq_once_in_order() {
     }
 
     let got = listener.take(20, Duration::from_secs(15)).await;
-    let ids: Vec<String> = got.iter().map(message_id).collect();
     let expected: Vec<String> = sent.iter().map(|(id, _, _)| id.clone()).collect();
-    assert_eq!(ids, expected, "every delivery once, in the order accepted");
-    for (i, d) in got.iter().enumerate() {
+    assert_once_in_ticket_order(&got, &expected);
+    for (i, (id, _, trace)) in sent.iter().enumerate() {
+        let d = got.iter().find(|d| message_id(d) == *id).unwrap();
         let key = if i % 5 == 4 { "ticket.updated" } else { "ticket.created" };
         assert_eq!(d.routing_key.as_str(), key);
         assert_eq!(*d.properties.delivery_mode(), Some(2), "persistent");
-        assert_eq!(trace_id(d), sent[i].2, "the trace of the POST that delivered it");
+        assert_eq!(trace_id(d), *trace, "the trace of the POST that delivered it");
         let event = TicketEvent::decode(d.data.as_slice()).unwrap();
-        assert_eq!(event.delivery_id, ids[i]);
-        assert_eq!(event.ticket.unwrap().number, format!("PETZIQ{i:03}"));
+        assert_eq!(event.delivery_id, *id);
+        assert_eq!(event.ticket.unwrap().number, number(i));
     }
     wait_until_published(&backend).await;
     stack.stop().await;
@@ -106,8 +109,7 @@ async fn webhooks_accepted_while_the_broker_is_unreachable_all_arrive_later() {
     let mut listener = Listener::bind(&exchange).await;
     let whole = Options { amqp: Some((amqp_url(), exchange.clone())), ..Options::default() };
     let stack = Stack::start_with(&backend, whole).await.ready().await;
-    let got: Vec<String> = listener.take(100, Duration::from_secs(20)).await.iter().map(message_id).collect();
-    assert_eq!(got, ids);
+    assert_once_in_ticket_order(&listener.take(100, Duration::from_secs(20)).await, &ids);
     wait_until_published(&backend).await;
     assert_eq!(backend.count("SELECT COUNT(*) FROM events").await, 100);
     // Each relayed message's commit-to-publish lag was measured (the other
@@ -244,8 +246,7 @@ async fn the_notifier_reconnects_after_the_broker_connection_dies() {
     };
 
     let before = send(0..10).await;
-    let got: Vec<String> = listener.take(10, Duration::from_secs(10)).await.iter().map(message_id).collect();
-    assert_eq!(got, before);
+    assert_once_in_ticket_order(&listener.take(10, Duration::from_secs(10)).await, &before);
 
     // The connection to the broker dies, as in a broker restart; webhooks are
     // still accepted meanwhile.
@@ -255,8 +256,7 @@ async fn the_notifier_reconnects_after_the_broker_connection_dies() {
     broker.restore();
 
     // The notifier reconnects by itself; the relay drains what waited.
-    let got: Vec<String> = listener.take(20, Duration::from_secs(20)).await.iter().map(message_id).collect();
-    assert_eq!(got, during);
+    assert_once_in_ticket_order(&listener.take(20, Duration::from_secs(20)).await, &during);
     wait_until_published(&backend).await;
     stack.stop().await;
     listener.close().await;

@@ -6,19 +6,14 @@
 //! holder stopped with SIGTERM hands the lease over at once instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use prost::Message;
 use rig::{
-    amqp::Listener,
+    amqp::{Listener, check_order},
     metrics::metric,
     procs::{Procs, Setup},
     *,
 };
-use ticketmesh_proto::v1::{EventType, TicketEvent};
 
 /// For each of `tickets` new tickets, its creation and then (once that was
 /// answered) its cancellation, the tickets concurrently; all must be 200.
@@ -35,28 +30,6 @@ async fn created_then_cancelled(procs: &Procs, tag: &str, tickets: usize) {
         });
     }
     sending.join_all().await;
-}
-
-/// Every ticket's creation came before its cancellation; the messages per
-/// delivery id (more than 1: published twice).
-fn check_order(messages: &[lapin::message::Delivery]) -> HashMap<String, usize> {
-    let mut created = HashMap::new();
-    let mut copies: HashMap<String, usize> = HashMap::new();
-    for (position, m) in messages.iter().enumerate() {
-        let event = TicketEvent::decode(m.data.as_slice()).unwrap();
-        let number = event.ticket.unwrap().number;
-        *copies.entry(event.delivery_id).or_default() += 1;
-        if event.r#type == EventType::TicketCreated as i32 {
-            created.entry(number).or_insert(position);
-        } else {
-            assert!(
-                created.contains_key(&number),
-                "{number}: its cancellation was published before its creation"
-            );
-        }
-    }
-    copies.retain(|_, n| *n > 1);
-    copies
 }
 
 async fn gauge(procs: &Procs, name: &str, metric_name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -24,7 +24,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prost::Message;
 use rig::{
     amqp::{self, Listener},
     load::{self, Outcome},
@@ -33,7 +32,6 @@ use rig::{
     *,
 };
 use serde_json::Value;
-use ticketmesh_proto::v1::{EventType, TicketEvent};
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -251,29 +249,6 @@ struct Books {
     refused_by_chain: [usize; 2],
 }
 
-/// Every ticket's creation came before its cancellation; the messages per
-/// delivery id (more than 1: published twice).
-fn check_order(messages: &[lapin::message::Delivery]) -> HashMap<String, usize> {
-    let mut created = HashSet::new();
-    let mut copies: HashMap<String, usize> = HashMap::new();
-    for m in messages {
-        let event = TicketEvent::decode(m.data.as_slice()).unwrap();
-        assert_eq!(event.delivery_id, amqp::message_id(m), "the message id is the delivery id");
-        let number = event.ticket.unwrap().number;
-        *copies.entry(event.delivery_id).or_default() += 1;
-        if event.r#type == EventType::TicketCreated as i32 {
-            created.insert(number);
-        } else {
-            assert!(
-                created.contains(&number),
-                "{number}: its cancellation was published before its creation"
-            );
-        }
-    }
-    copies.retain(|_, n| *n > 1);
-    copies
-}
-
 /// The books after a run (see the module's documentation).
 async fn audit(chains: &mut Chains, sent: &Sent) -> Books {
     // The answers: 200, or 503/504 with a JSON error (a sender retries those).
@@ -352,7 +327,7 @@ async fn audit(chains: &mut Chains, sent: &Sent) -> Books {
     let strangers: Vec<String> =
         arrived.iter().map(amqp::message_id).filter(|id| !stored.contains(id)).collect();
     assert!(strangers.is_empty(), "published but never stored: {strangers:?}");
-    let again = check_order(&arrived);
+    let again = amqp::check_order(&arrived);
     Books {
         accepted: accepted.len(),
         refused: refused_by_chain.iter().sum(),
