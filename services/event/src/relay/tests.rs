@@ -24,14 +24,14 @@ fn relay(url: &str) -> Relay {
 }
 
 /// Outbox rows 1..=n, message ids m1..mn, row `i` of ticket `tickets[i - 1]`.
-fn rows_of(tickets: &[&str]) -> Vec<OutboxMessage> {
+fn rows_of(tickets: &[impl AsRef<str>]) -> Vec<OutboxMessage> {
     (1..)
         .zip(tickets)
         .map(|(id, ticket)| OutboxMessage {
             id,
             message_id: format!("m{id}"),
             routing_key: "ticket.created".into(),
-            ticket_number: (*ticket).into(),
+            ticket_number: ticket.as_ref().into(),
             payload: vec![id as u8],
             created_at: None,
             traceparent: String::new(),
@@ -39,11 +39,16 @@ fn rows_of(tickets: &[&str]) -> Vec<OutboxMessage> {
         .collect()
 }
 
-async fn fake_with_outbox(tickets: &[&str]) -> (Arc<Fake>, Relay) {
+async fn fake_with_outbox(tickets: &[impl AsRef<str>]) -> (Arc<Fake>, Relay) {
     let fake = Arc::new(Fake::default());
     fake.set_outbox(rows_of(tickets));
     let relay = relay(&fake.serve().await);
     (fake, relay)
+}
+
+/// One row each of tickets T1..T20.
+fn twenty_tickets() -> Vec<String> {
+    (1..=20).map(|n| format!("T{n}")).collect()
 }
 
 /// Every publish attempt of the given message ids, in the order they came.
@@ -92,8 +97,7 @@ async fn tickets_go_out_at_once_and_each_tickets_messages_in_order() {
 // No more publishes are in flight at once than the relay's concurrency.
 #[tokio::test]
 async fn no_more_than_the_concurrency_is_in_flight() {
-    let tickets: Vec<String> = (1..=20).map(|n| format!("T{n}")).collect();
-    let (fake, mut relay) = fake_with_outbox(&tickets.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (fake, mut relay) = fake_with_outbox(&twenty_tickets()).await;
     relay.concurrency = 4;
     *fake.publish_delay.lock().unwrap() = Duration::from_millis(30);
     assert_eq!(relay.round().await.unwrap(), 20);
@@ -122,8 +126,7 @@ async fn an_outage_stops_the_round_until_the_failed_row_goes_through() {
 // not the whole batch.
 #[tokio::test]
 async fn an_outage_costs_one_attempt_per_chain_in_flight() {
-    let tickets: Vec<String> = (1..=20).map(|n| format!("T{n}")).collect();
-    let (fake, mut relay) = fake_with_outbox(&tickets.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (fake, mut relay) = fake_with_outbox(&twenty_tickets()).await;
     relay.concurrency = 4;
     for n in 1..=20 {
         fake.fail_publishes(&format!("m{n}"), 1);
