@@ -137,12 +137,13 @@ impl Relay {
         }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            let pause = match self.round().await {
+            let round = self.round().await;
+            if round.is_ok() {
+                backoff.reset();
+            }
+            let pause = match round {
                 Ok(0) => Some(Duration::from_secs(1)), // idle: wait for a wake-up
-                Ok(_) => {
-                    backoff.reset();
-                    None // there may be more: go again at once
-                }
+                Ok(_) => None,                         // there may be more: go again at once
                 Err(error) => {
                     tracing::warn!(%error, "outbox relay paused");
                     Some(backoff.next_delay())
