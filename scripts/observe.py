@@ -492,8 +492,16 @@ def live_check(problems):
             wait_for("every target up", all_up, 30)
         except TimeoutError:
             problems.append(f"not every target is up: {query(urls['prometheus'], 'up == 0')[1]}")
-        time.sleep(3)  # a few rule evaluations over the traffic
-        checked = check_live(urls["prometheus"], problems)
+        # Rules and rate() windows need a few evaluations and scrapes over the
+        # traffic: asked again (up to 30 s) while some expression has no data.
+        deadline = time.monotonic() + 30
+        while True:
+            found = []
+            checked = check_live(urls["prometheus"], found)
+            if not found or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        problems.extend(found)
         print(f"  {checked['data']} expressions returned data; {checked['parse only']} over Linkerd metrics parsed",
               flush=True)
 

@@ -150,9 +150,10 @@ pub fn message_id(d: &lapin::message::Delivery) -> String {
 }
 
 pub async fn wait_until_published(backend: &Backend) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // After a fault or a load, a debug relay on a busy machine may have a backlog of thousands.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while backend.count("SELECT COUNT(*) FROM outbox WHERE published_at_ms IS NULL").await > 0 {
-        assert!(Instant::now() < deadline, "outbox not drained in 10 s");
+        assert!(Instant::now() < deadline, "outbox not drained in 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -365,6 +365,8 @@ impl Procs {
                     env.extend([
                         ("DATABASE_URL", setup.database_url.clone()),
                         ("FAULTS", setup.storage_faults.clone()),
+                        // As in the in-process Stack: debug builds on a busy machine.
+                        ("CACHE_TIMEOUT", "250ms".into()),
                     ]);
                     if let Some((url, prefix)) = &setup.redis {
                         env.extend([("REDIS_URL", url.clone()), ("CACHE_PREFIX", prefix.clone())]);
@@ -386,7 +388,7 @@ impl Procs {
                     }
                 }
                 "app-gateway" => {
-                    env.push(("WEBHOOK_SECRET", crate::SECRET.to_owned()));
+                    env.extend([("WEBHOOK_SECRET", crate::SECRET.to_owned()), ("READ_TIMEOUT", "1s".into())]);
                     if let Some(endpoint) = &setup.sns {
                         env.push(("SNS_CERT_ORIGINS", endpoint.clone()));
                     }

@@ -55,6 +55,10 @@ async fn read_until_closed(socket: &mut TcpStream, within: Duration) -> (String,
 }
 
 /// A counter or gauge on the gateway's `/metrics`, 0 before its first use.
+/// Held by each test that opens `/events`: the stacks of one test binary
+/// share one metrics registry, so `sse_clients` counts every stack's streams.
+static EVENT_STREAMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn count(stack: &Stack, name: &str, labels: &[(&str, &str)]) -> f64 {
     metrics::metric(&stack.url("/metrics"), name, labels).await.unwrap_or(0.0)
 }
@@ -276,6 +280,7 @@ async fn past_capacity_requests_are_refused_at_once_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_stream_refuses_clients_past_its_cap() {
+    let _turn = EVENT_STREAMS.lock().await;
     let limits = Limits { max_sse_clients: 2, ..Limits::default() };
     let (backend, stack) = limited(limits).await;
     let client = reqwest::Client::new();
@@ -302,6 +307,7 @@ async fn the_live_stream_refuses_clients_past_its_cap() {
 /// one has been cut off with a final `cutoff` event, and the reader got all 40.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
+    let _turn = EVENT_STREAMS.lock().await;
     let limits = Limits { sse_buffer: 4, ..Limits::default() };
     let (backend, stack) = limited(limits).await;
     let client = reqwest::Client::new();
@@ -344,6 +350,12 @@ async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
     let (reader, seen) = reading.await.unwrap();
     assert!(!seen.contains("event: cutoff"), "the reading client was cut off");
 
+    // The cut-off is counted once the stalled stream's forwarder meets the overflow.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&stack, "sse_streams_refused_total", &[("reason", "too_far_behind")]).await < 1.0 {
+        assert!(Instant::now() < deadline, "the stalled stream was not counted as cut off");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(count(&stack, "sse_streams_refused_total", &[("reason", "too_far_behind")]).await, 1.0);
     // Now read what the kernel buffered, with a window wide enough to do so quickly.
     socket2::SockRef::from(&stalled).set_recv_buffer_size(4 << 20).unwrap();
@@ -366,7 +378,11 @@ async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
 async fn made_up_methods_and_paths_add_no_metric_series() {
     let (backend, stack) = limited(Limits::default()).await;
     let client = reqwest::Client::new();
-    let series = |text: String| text.lines().filter(|l| l.starts_with("http_request")).count();
+    // Only the series a made-up request can reach: the stacks of one test
+    // binary share one registry, and other tests add series of their own.
+    let series = |text: String| {
+        text.lines().filter(|l| l.starts_with("http_request") && l.contains("method=\"_OTHER\"")).count()
+    };
     let send = |method: String, path: String| {
         let request =
             client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), stack.url(&path));
@@ -387,6 +403,10 @@ async fn made_up_methods_and_paths_add_no_metric_series() {
     let after = metrics().await;
     assert_eq!(series(after.clone()), before, "series grew:\n{after}");
     assert!(after.contains("method=\"_OTHER\""), "{after}");
+    assert!(
+        !after.contains("XM") && !after.contains("/made/up"),
+        "a made-up label reached the metrics:\n{after}"
+    );
     finish(backend, stack).await;
 }
 

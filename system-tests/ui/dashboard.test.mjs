@@ -123,14 +123,14 @@ try {
   await send(delivery("ticket_updated", sent[1][0], "Theater", "20.00", "event_cancellation"));
   const numbers = sent.map(([n]) => n);
   await page.waitForFunction((numbers) => numbers.every((n) => document.querySelector(`tr[data-number="${n}"]`)),
-    numbers, { timeout: 2000 });
+    numbers, { timeout: 10000 });
   await page.waitForFunction(() =>
     document.querySelector("#stat-tickets").textContent === "3"
     && document.querySelector("#stat-average").textContent === "30.00 CHF"
     && document.querySelector("#stat-refund").textContent === "33.3 %"
     && document.querySelector("#stat-cancelled-events").textContent === "1"
     && document.querySelector('tr[data-number$="B"] td:last-child').textContent === "event_cancellation",
-    null, { timeout: 2000 });
+    null, { timeout: 10000 });
   console.log(`ok   rows and figures of 3 tickets and 1 cancellation are on the page ${Date.now() - started} ms after sending`);
 
   const table = await page.$$eval("#tickets tr", (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
@@ -162,7 +162,7 @@ try {
   await waitReady();
   await page.waitForSelector('#state[data-state="live"]', { timeout: 20000 });
   await send(delivery("ticket_created", `UI${tag}D`, "Comedy Show", "25.00", ""));
-  await page.waitForSelector(`tr[data-number="UI${tag}D"]`, { timeout: 2000 });
+  await page.waitForSelector(`tr[data-number="UI${tag}D"]`, { timeout: 10000 });
   console.log("ok   it reconnects by itself, and new tickets arrive again");
 
   await page.setViewportSize({ width: 375, height: 800 });
