@@ -376,14 +376,16 @@ pub async fn serve(
     ));
     let relay = relay::Relay {
         id: relay::relay_id(),
-        storage,
-        notifier,
+        publisher: relay::Publisher {
+            storage,
+            notifier,
+            storage_timeout: args.storage_timeout,
+            notifier_timeout: args.notifier_timeout,
+            max_attempts: args.outbox_max_attempts,
+        },
         wake,
-        storage_timeout: args.storage_timeout,
-        notifier_timeout: args.notifier_timeout,
         batch: 200,
         concurrency: usize::from(args.outbox_relay_concurrency),
-        max_attempts: args.outbox_max_attempts,
         unacked: Vec::new(),
     };
     let relay = tokio::spawn(relay.run(server.stopping()));

@@ -108,21 +108,28 @@ pub fn relay_id() -> String {
     format!("{host}/{}/{started}", std::process::id())
 }
 
-pub struct Relay {
-    /// This relay's name in the lease ([`relay_id`]).
-    pub id: String,
+/// The clients and bounds a relay calls storage and the notifier with; each
+/// ticket's chain of a round publishes through a copy.
+#[derive(Clone)]
+pub struct Publisher {
     pub storage: StorageServiceClient<Channel>,
     pub notifier: NotifierServiceClient<Channel>,
-    pub wake: Arc<Notify>,
-    /// Deadline of each call to storage (fetch, ack).
+    /// Deadline of each call to storage (fetch, ack, failure record).
     pub storage_timeout: Duration,
     /// Deadline of each publish through the notifier.
     pub notifier_timeout: Duration,
+    /// Failures retrying cannot mend after which a message is a dead letter.
+    pub max_attempts: i32,
+}
+
+pub struct Relay {
+    /// This relay's name in the lease ([`relay_id`]).
+    pub id: String,
+    pub publisher: Publisher,
+    pub wake: Arc<Notify>,
     pub batch: i32,
     /// Tickets whose messages are published at once (each ticket's in order).
     pub concurrency: usize,
-    /// Failures retrying cannot mend after which a message is a dead letter.
-    pub max_attempts: i32,
     /// Published and confirmed, but storage did not take the acknowledgement
     /// (it was down): acknowledged first next round, not published again.
     pub unacked: Vec<i64>,
@@ -172,7 +179,9 @@ impl Relay {
             tracing::warn!(%error, "could not acknowledge the last published messages");
         }
         let request = ReleaseOutboxLeaseRequest { relay_id: self.id.clone() };
-        match self.storage.release_outbox_lease(with_deadline(request, self.storage_timeout)).await {
+        let publisher = &mut self.publisher;
+        match publisher.storage.release_outbox_lease(with_deadline(request, publisher.storage_timeout)).await
+        {
             Ok(answer) if answer.get_ref().released => tracing::info!("outbox relay lease released"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not release the outbox relay lease; it will expire"),
@@ -185,7 +194,11 @@ impl Relay {
     async fn ack_unacked(&mut self) -> Result<(), tonic::Status> {
         if !self.unacked.is_empty() {
             let ids = self.unacked.clone();
-            self.storage.ack_outbox(with_deadline(AckOutboxRequest { ids }, self.storage_timeout)).await?;
+            let publisher = &mut self.publisher;
+            publisher
+                .storage
+                .ack_outbox(with_deadline(AckOutboxRequest { ids }, publisher.storage_timeout))
+                .await?;
             self.unacked.clear();
         }
         Ok(())
@@ -212,8 +225,9 @@ impl Relay {
             lease: prost_types::Duration::try_from(LEASE).ok(),
         };
         let fetched = self
+            .publisher
             .storage
-            .fetch_outbox(with_deadline(request, self.storage_timeout))
+            .fetch_outbox(with_deadline(request, self.publisher.storage_timeout))
             .instrument(poll.clone())
             .await?
             .into_inner();
@@ -224,12 +238,8 @@ impl Relay {
             return Ok(0);
         }
         BACKLOG.set(fetched.backlog);
-        let publisher = Publisher {
-            storage: self.storage.clone(),
-            notifier: self.notifier.clone(),
-            storage_timeout: self.storage_timeout,
-            notifier_timeout: self.notifier_timeout,
-            max_attempts: self.max_attempts,
+        let round = Round {
+            publisher: self.publisher.clone(),
             until: asked + LEASE - LEASE_MARGIN,
             halt: Arc::new(AtomicBool::new(false)),
         };
@@ -238,13 +248,13 @@ impl Relay {
         let mut published = Vec::new();
         let mut failure = None;
         loop {
-            while running.len() < self.concurrency.max(1) && !publisher.halted() {
+            while running.len() < self.concurrency.max(1) && !round.halted() {
                 let Some(chain) = chains.next() else { break };
-                running.spawn(publisher.clone().chain(chain));
+                running.spawn(round.clone().chain(chain));
             }
             let Some(joined) = running.join_next().await else { break };
             let (ids, failed) = joined.unwrap_or_else(|error| {
-                publisher.halt();
+                round.halt();
                 (Vec::new(), Some(tonic::Status::internal(format!("a relay chain ended: {error}"))))
             });
             published.extend(ids);
@@ -254,9 +264,11 @@ impl Relay {
         }
         if !published.is_empty() {
             published.sort_unstable();
+            let request = AckOutboxRequest { ids: published.clone() };
             let acked = self
+                .publisher
                 .storage
-                .ack_outbox(with_deadline(AckOutboxRequest { ids: published.clone() }, self.storage_timeout))
+                .ack_outbox(with_deadline(request, self.publisher.storage_timeout))
                 .instrument(poll)
                 .await;
             if let Err(status) = acked {
@@ -287,21 +299,16 @@ fn by_ticket(messages: Vec<OutboxMessage>) -> Vec<Vec<OutboxMessage>> {
     chains
 }
 
-/// What one round's chains share to publish: the clients, the bounds, the
-/// time the lease is surely still this relay's, and whether the round
-/// stopped.
+/// What one round's chains share: the publisher, the time the lease is
+/// surely still this relay's, and whether the round stopped.
 #[derive(Clone)]
-struct Publisher {
-    storage: StorageServiceClient<Channel>,
-    notifier: NotifierServiceClient<Channel>,
-    storage_timeout: Duration,
-    notifier_timeout: Duration,
-    max_attempts: i32,
+struct Round {
+    publisher: Publisher,
     until: Instant,
     halt: Arc<AtomicBool>,
 }
 
-impl Publisher {
+impl Round {
     fn halted(&self) -> bool {
         self.halt.load(Ordering::Relaxed)
     }
@@ -343,8 +350,9 @@ impl Publisher {
                 headers: Default::default(),
             };
             match self
+                .publisher
                 .notifier
-                .publish(with_deadline(request, self.notifier_timeout))
+                .publish(with_deadline(request, self.publisher.notifier_timeout))
                 .instrument(span.clone())
                 .await
             {
@@ -386,11 +394,12 @@ impl Publisher {
         let request = RecordOutboxFailureRequest {
             id,
             error: format!("{:?}: {}", status.code(), status.message()),
-            max_attempts: self.max_attempts,
+            max_attempts: self.publisher.max_attempts,
         };
         let recorded = self
+            .publisher
             .storage
-            .record_outbox_failure(with_deadline(request, self.storage_timeout))
+            .record_outbox_failure(with_deadline(request, self.publisher.storage_timeout))
             .await?
             .into_inner();
         if recorded.dead {

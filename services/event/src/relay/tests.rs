@@ -11,14 +11,16 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 fn relay(url: &str) -> Relay {
     Relay {
         id: "relay-under-test".into(),
-        storage: StorageServiceClient::new(ticketmesh_runtime::grpc::channel(url, TIMEOUT).unwrap()),
-        notifier: NotifierServiceClient::new(ticketmesh_runtime::grpc::channel(url, TIMEOUT).unwrap()),
+        publisher: Publisher {
+            storage: StorageServiceClient::new(ticketmesh_runtime::grpc::channel(url, TIMEOUT).unwrap()),
+            notifier: NotifierServiceClient::new(ticketmesh_runtime::grpc::channel(url, TIMEOUT).unwrap()),
+            storage_timeout: TIMEOUT,
+            notifier_timeout: TIMEOUT,
+            max_attempts: 3,
+        },
         wake: Arc::new(Notify::new()),
-        storage_timeout: TIMEOUT,
-        notifier_timeout: TIMEOUT,
         batch: 200,
         concurrency: 8,
-        max_attempts: 3,
         unacked: Vec::new(),
     }
 }
