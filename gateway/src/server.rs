@@ -294,3 +294,56 @@ pub async fn deadline(State(limit): State<Duration>, request: Request, next: Nex
 pub fn body_timed_out() {
     TIMED_OUT.with_label_values(&["body_read"]).inc();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client that reads now and then keeps its connection however long
+    /// it takes in all; one that stops reading loses it once a single write
+    /// has waited the limit.
+    #[tokio::test]
+    async fn a_write_fails_once_it_has_waited_the_limit_for_the_client_to_read() {
+        let limit = Duration::from_secs(1);
+        let (ours, mut client) = tokio::io::duplex(64);
+        let mut socket = WriteTimeout::new(ours, limit);
+        socket.write_all(&[0; 64]).await.unwrap(); // the pipe is full
+        let started = Instant::now();
+        let reader = async {
+            let mut chunk = [0; 64];
+            for _ in 0..3 {
+                tokio::time::sleep(limit * 2 / 5).await;
+                client.read_exact(&mut chunk).await.unwrap();
+            }
+            client
+        };
+        // Three waits of 0.4 s each, 1.2 s in all: each write goes through.
+        let (written, mut client) = tokio::join!(
+            async {
+                for _ in 0..3 {
+                    socket.write_all(&[1; 64]).await?;
+                }
+                Ok::<_, io::Error>(())
+            },
+            reader
+        );
+        written.expect("a client that reads within the limit keeps its connection");
+        assert!(started.elapsed() > limit, "the writes did not wait: {:?}", started.elapsed());
+
+        // The pipe is full again and the client stops reading.
+        let stalled = Instant::now();
+        let error = tokio::time::timeout(limit * 5, socket.write_all(&[2; 64]))
+            .await
+            .expect("the write to a stalled client waited on")
+            .expect_err("a write to a stalled client fails");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(stalled.elapsed() >= limit, "failed after {:?}", stalled.elapsed());
+        let mut chunk = [0; 64];
+        client.read_exact(&mut chunk).await.unwrap();
+        assert_eq!(chunk, [1; 64], "what the client did not read is still what it was sent");
+    }
+}

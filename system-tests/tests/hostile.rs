@@ -308,7 +308,10 @@ async fn the_live_stream_refuses_clients_past_its_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
     let _turn = EVENT_STREAMS.lock().await;
-    let limits = Limits { sse_buffer: 4, ..Limits::default() };
+    // The stalled client reads its final event only after all 40 deliveries:
+    // the gateway's write to it must not give up first (WRITE_TIMEOUT is
+    // tested on its own, in the gateway's server).
+    let limits = Limits { sse_buffer: 4, write_timeout: Duration::from_secs(600), ..Limits::default() };
     let (backend, stack) = limited(limits).await;
     let client = reqwest::Client::new();
 
