@@ -232,7 +232,9 @@ async fn past_capacity_requests_are_refused_at_once_with_retry_after() {
     let limits = Limits { webhook_concurrency: 2, read_concurrency: 1, ..Limits::default() };
     let (backend, stack) = start(Options {
         limits: Some(limits),
-        faults: ["StorageService/SaveEvent=delay:1s; StorageService/GetStats=delay:1s", "", "", ""],
+        // Long enough that all 10 arrive while the first two are still in
+        // flight, on a busy machine too; short of the 5 s call deadlines.
+        faults: ["StorageService/SaveEvent=delay:2s; StorageService/GetStats=delay:2s", "", "", ""],
         read_timeout: Some(Duration::from_secs(5)),
         ..Options::default()
     })
