@@ -441,8 +441,12 @@ def break_scenarios(stack, prometheus, problems):
         load.join()
         breakit.heal(stack.fault_admin)
 
-    wait_for("the fresh Prometheus scraping", lambda: query(prometheus, "up")[1], 30)
-    time.sleep(3)
+    # A few scrapes of every target first: the rules' rates need a baseline.
+    def scraped():
+        ok, result = query(prometheus, "min(count_over_time(up[10s]))")
+        return ok and result and float(result[0]["value"][1]) >= 3
+
+    wait_for("the fresh Prometheus scraping", scraped, 30)
     scenario("forged-webhooks", "WebhookSignatureFailuresSpike", 15)
     scenario("broker-down", "OutboxBacklogGrowing")
     drained = stack.drain_outbox(timeout=120)
