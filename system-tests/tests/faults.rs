@@ -55,7 +55,6 @@ async fn heal(client: &reqwest::Client, stack: &Stack) {
     }
 }
 
-/// A counter or gauge on `service_url`'s `/metrics`, 0 before its first use.
 /// Held by each test: the stacks of one test binary share one metrics
 /// registry, so one stack's relay would set another's `outbox_backlog`.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -73,6 +72,7 @@ async fn until_at_least(service_url: &str, name: &str, labels: &[(&str, &str)], 
     }
 }
 
+/// A counter or gauge on `service_url`'s `/metrics`, 0 before its first use.
 async fn count(service_url: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(&format!("{service_url}/metrics"), name, labels).await.unwrap_or(0.0)
 }
