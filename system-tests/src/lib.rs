@@ -159,6 +159,14 @@ impl Backend {
     }
 }
 
+/// The in-process [`Stack`]s of one test binary share one metrics registry:
+/// a test asserting a figure that another stack would move too
+/// (`sse_clients`, `outbox_backlog`) holds this turn while it runs.
+pub async fn registry_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 /// The four services, running until `stop`.
 pub struct Stack {
     pub base: String,

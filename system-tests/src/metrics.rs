@@ -1,7 +1,10 @@
 //! Reading a service's `/metrics`: the Prometheus text checked line by line,
 //! and one value out of it.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 /// One sample: its name, its labels and its value.
 pub type Sample = (String, HashMap<String, String>, f64);
@@ -17,6 +20,28 @@ pub async fn scrape(url: &str) -> Vec<Sample> {
 /// registered metric appears with its first use).
 pub async fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     sum(&scrape(url).await, name, labels)
+}
+
+/// [`metric`] (0 while absent), asked every 50 ms until `done` holds for it
+/// or `within` has passed; the last value read, for the caller to assert on.
+/// A figure moves when a background loop (a relay round, a stream's
+/// forwarder, the notifier's answer) has run, not when a test's request
+/// returned.
+pub async fn wait_for(
+    url: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    within: Duration,
+    done: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = metric(url, name, labels).await.unwrap_or(0.0);
+        if done(value) || Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// [`metric`], or `None` while `url` does not answer (its process is down

@@ -14,7 +14,7 @@ use std::{
 use rig::{
     amqp::{Listener, message_id, wait_until_published},
     load,
-    metrics::metric,
+    metrics::{self, metric},
     *,
 };
 use serde_json::{Value, json};
@@ -52,23 +52,6 @@ async fn heal(client: &reqwest::Client, stack: &Stack) {
     for service in ["app-storage", "app-event", "app-notifier", "app-gateway"] {
         let answer = send(client.delete(admin(stack, service))).await;
         assert_eq!((answer.status, &answer.body["rules"]), (200, &json!([])), "{service}");
-    }
-}
-
-/// Held by each test: the stacks of one test binary share one metrics
-/// registry, so one stack's relay would set another's `outbox_backlog`.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Until `name` on `service_url` is at least `want` (10 s at most).
-async fn until_at_least(service_url: &str, name: &str, labels: &[(&str, &str)], want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = count(service_url, name, labels).await;
-        if now >= want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} {labels:?} is {now}, not {want} or more after 10 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -113,7 +96,7 @@ async fn webhooks(stack: &Stack, tag: &str, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_are_set_checked_and_cleared_on_the_admin_ports() {
-    let _turn = TURN.lock().await;
+    let _turn = registry_turn().await;
     let backend = Backend::sqlite();
     let stack = Stack::start(&backend).await.ready().await;
     let client = reqwest::Client::new();
@@ -188,7 +171,7 @@ async fn faults_are_set_checked_and_cleared_on_the_admin_ports() {
 #[ignore = "needs PostgreSQL, Redis and RabbitMQ (make test runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_scenario_moves_its_signal_and_the_heal_loses_nothing() {
-    let _turn = TURN.lock().await;
+    let _turn = registry_turn().await;
     let backend = Backend::postgres(true).await;
     let exchange = unique("faults");
     let mut listener = Listener::bind(&exchange).await;
@@ -238,9 +221,13 @@ async fn each_scenario_moves_its_signal_and_the_heal_loses_nothing() {
     break_it(&client, &stack, "broker-down").await;
     let during = webhooks(&stack, "broker", 30).await;
     // The relay's next fetch reports the backlog; its publishes fail.
-    until_at_least(&stack.storage_admin, "outbox_backlog", &[], 30.0).await;
+    let within = Duration::from_secs(10);
+    let storage = format!("{}/metrics", stack.storage_admin);
+    let backlog = metrics::wait_for(&storage, "outbox_backlog", &[], within, |b| b >= 30.0).await;
+    assert!(backlog >= 30.0, "outbox backlog {backlog} after 30 webhooks with the broker down");
     let failed = [("routing_key", "ticket.created"), ("status", "failed")];
-    until_at_least(&stack.notifier_admin, "amqp_publish_total", &failed, 1.0).await;
+    let notifier = format!("{}/metrics", stack.notifier_admin);
+    assert!(metrics::wait_for(&notifier, "amqp_publish_total", &failed, within, |n| n >= 1.0).await >= 1.0);
     let amqp = [("service", "app-notifier"), ("method", "amqp"), ("kind", "unavailable")];
     assert!(count(&stack.notifier_admin, "faults_injected_total", &amqp).await >= 1.0);
     heal(&client, &stack).await;

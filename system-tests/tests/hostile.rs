@@ -55,10 +55,6 @@ async fn read_until_closed(socket: &mut TcpStream, within: Duration) -> (String,
 }
 
 /// A counter or gauge on the gateway's `/metrics`, 0 before its first use.
-/// Held by each test that opens `/events`: the stacks of one test binary
-/// share one metrics registry, so `sse_clients` counts every stack's streams.
-static EVENT_STREAMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn count(stack: &Stack, name: &str, labels: &[(&str, &str)]) -> f64 {
     metrics::metric(&stack.url("/metrics"), name, labels).await.unwrap_or(0.0)
 }
@@ -282,7 +278,7 @@ async fn past_capacity_requests_are_refused_at_once_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_stream_refuses_clients_past_its_cap() {
-    let _turn = EVENT_STREAMS.lock().await;
+    let _turn = registry_turn().await;
     let limits = Limits { max_sse_clients: 2, ..Limits::default() };
     let (backend, stack) = limited(limits).await;
     let client = reqwest::Client::new();
@@ -309,7 +305,7 @@ async fn the_live_stream_refuses_clients_past_its_cap() {
 /// one has been cut off with a final `cutoff` event, and the reader got all 40.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
-    let _turn = EVENT_STREAMS.lock().await;
+    let _turn = registry_turn().await;
     // The stalled client reads its final event only after all 40 deliveries:
     // the gateway's write to it must not give up first (WRITE_TIMEOUT is
     // tested on its own, in the gateway's server).
@@ -356,12 +352,11 @@ async fn a_stalled_live_client_is_cut_off_and_the_others_keep_their_events() {
     assert!(!seen.contains("event: cutoff"), "the reading client was cut off");
 
     // The cut-off is counted once the stalled stream's forwarder meets the overflow.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while count(&stack, "sse_streams_refused_total", &[("reason", "too_far_behind")]).await < 1.0 {
-        assert!(Instant::now() < deadline, "the stalled stream was not counted as cut off");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(count(&stack, "sse_streams_refused_total", &[("reason", "too_far_behind")]).await, 1.0);
+    let too_far = [("reason", "too_far_behind")];
+    let url = stack.url("/metrics");
+    metrics::wait_for(&url, "sse_streams_refused_total", &too_far, Duration::from_secs(10), |n| n >= 1.0)
+        .await;
+    assert_eq!(count(&stack, "sse_streams_refused_total", &too_far).await, 1.0);
     // Now read what the kernel buffered, with a window wide enough to do so quickly.
     socket2::SockRef::from(&stalled).set_recv_buffer_size(4 << 20).unwrap();
     let (stalled_saw, closed) = read_until_closed(&mut stalled, Duration::from_secs(20)).await;

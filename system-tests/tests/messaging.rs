@@ -141,11 +141,6 @@ async fn the_embedded_bus_drains_the_outbox_without_a_broker() {
     backend.drop_database().await;
 }
 
-/// Held by each test that opens `/events` on an in-process [`Stack`]: the
-/// stacks of one test binary share one metrics registry, so a gauge such as
-/// `sse_clients` counts every stack's streams.
-static EVENT_STREAMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A gauge on `url`; -1 while it does not exist (so a wait for 0 waits for it).
 async fn gauge(url: String, name: &str) -> f64 {
     rig::metrics::metric(&url, name, &[]).await.unwrap_or(-1.0)
@@ -178,7 +173,7 @@ async fn sse_shows_a_webhook_and_cleans_up(stack: &Stack) {
 #[ignore = "needs RabbitMQ (make test runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_clients_see_tickets_through_rabbitmq_and_unsubscribe_on_leaving() {
-    let _turn = EVENT_STREAMS.lock().await;
+    let _turn = registry_turn().await;
     let backend = Backend::sqlite();
     let exchange = unique("tm.test");
     let options = Options { amqp: Some((amqp_url(), exchange.clone())), ..Options::default() };
@@ -193,7 +188,7 @@ async fn sse_clients_see_tickets_through_rabbitmq_and_unsubscribe_on_leaving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_clients_see_tickets_on_the_embedded_bus() {
-    let _turn = EVENT_STREAMS.lock().await;
+    let _turn = registry_turn().await;
     let backend = Backend::sqlite();
     let stack = Stack::start(&backend).await.ready().await;
     sse_shows_a_webhook_and_cleans_up(&stack).await;
@@ -203,7 +198,7 @@ async fn sse_clients_see_tickets_on_the_embedded_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_event_streams_instead_of_waiting_for_them() {
-    let _turn = EVENT_STREAMS.lock().await;
+    let _turn = registry_turn().await;
     let backend = Backend::sqlite();
     let stack = Stack::start(&backend).await.ready().await;
     let mut response = reqwest::Client::new().get(stack.url("/events")).send().await.unwrap();

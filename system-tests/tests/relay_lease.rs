@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rig::{
     amqp::{Listener, check_order},
-    metrics::metric,
+    metrics::{self, metric},
     procs::{Procs, Setup},
     *,
 };
@@ -36,13 +36,11 @@ async fn gauge(procs: &Procs, name: &str, metric_name: &str, labels: &[(&str, &s
     metric(&procs.admin(name, "/metrics"), metric_name, labels).await.unwrap_or(0.0)
 }
 
-/// Until app-event `name`'s relay reports that it holds the lease.
-async fn until_leader(procs: &Procs, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(procs, name, "outbox_relay_leader", &[]).await != 1.0 {
-        assert!(Instant::now() < deadline, "{name}'s relay did not take the lease in 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Until app-event `name`'s relay reports that it holds the lease, or
+/// `within` has passed; whether it does.
+async fn leads_within(procs: &Procs, name: &str, within: Duration) -> bool {
+    let url = procs.admin(name, "/metrics");
+    metrics::wait_for(&url, "outbox_relay_leader", &[], within, |v| v == 1.0).await == 1.0
 }
 
 /// The system with a second app-event, and the gateway sent to it: the first
@@ -59,7 +57,7 @@ async fn two_relays() -> (Backend, Procs, Listener) {
         ..Setup::default()
     };
     let mut procs = Procs::start(setup).await;
-    until_leader(&procs, "app-event").await;
+    assert!(leads_within(&procs, "app-event", Duration::from_secs(30)).await, "no lease in 30 s");
     procs.spawn_replica("app-event", "app-event-2").await;
     let second = format!("http://{}", procs.addr_of("app-event-2", "GRPC_ADDR"));
     procs.set_env("app-gateway", "EVENT_URL", second);
@@ -80,10 +78,10 @@ async fn one_relay_publishes_at_a_time_and_another_takes_over_when_it_dies() {
     assert!(check_order(&steady).is_empty(), "published twice while both relays ran");
     let published = |name| gauge(&procs, name, "outbox_relay_published_total", &[("status", "published")]);
     // The counter moves once the notifier answered, which may be after the broker delivered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while published("app-event").await < 80.0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let counted = [("status", "published")];
+    let url = procs.admin("app-event", "/metrics");
+    metrics::wait_for(&url, "outbox_relay_published_total", &counted, Duration::from_secs(10), |n| n >= 80.0)
+        .await;
     let (first, other) = (published("app-event").await, published("app-event-2").await);
     assert_eq!((first, other), (80.0, 0.0), "the first relay keeps the lease and publishes alone");
     assert_eq!(gauge(&procs, "app-event", "outbox_relay_leader", &[]).await, 1.0);
@@ -101,11 +99,9 @@ async fn one_relay_publishes_at_a_time_and_another_takes_over_when_it_dies() {
     let takeover = {
         let url = procs.admin("app-event-2", "/metrics");
         tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while metric(&url, "outbox_relay_leader", &[]).await != Some(1.0) {
-                assert!(Instant::now() < deadline, "app-event-2 did not take the lease over within 40 s");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let within = Duration::from_secs(40);
+            let leader = metrics::wait_for(&url, "outbox_relay_leader", &[], within, |v| v == 1.0).await;
+            assert_eq!(leader, 1.0, "app-event-2 did not take the lease over within 40 s");
             killed.elapsed()
         })
     };
@@ -172,15 +168,11 @@ async fn a_relay_stopped_gracefully_hands_its_lease_over_at_once() {
     // Timed from the exit (however long the shutdown took on a busy machine):
     // at most app-event-2's next idle fetch, a second away, not the expiry.
     let exited = Instant::now();
-    let mut took_over = None;
-    while exited.elapsed() < Duration::from_secs(10) {
-        if gauge(&procs, "app-event-2", "outbox_relay_leader", &[]).await == 1.0 {
-            took_over = Some(exited.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took_over = took_over.expect("app-event-2 never took the lease");
+    assert!(
+        leads_within(&procs, "app-event-2", Duration::from_secs(10)).await,
+        "app-event-2 never took the lease"
+    );
+    let took_over = exited.elapsed();
     assert!(
         took_over < Duration::from_secs(3),
         "took over {took_over:?} after app-event exited: the lease was not released"

@@ -205,16 +205,11 @@ async fn metric(service_url: &str, name: &str) -> f64 {
 }
 
 /// The outbox backlog storage reports (as of the relay's last fetch), asked
-/// until it is above `above` or `within` has passed; the last figure seen.
-async fn backlog_above(rig: &Rig, above: f64, within: Duration) -> f64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let backlog = metric(&rig.procs.admin("app-storage", ""), "outbox_backlog").await;
-        if backlog > above || Instant::now() >= deadline {
-            return backlog;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// for a second more while it is not above 200 (the relay, backing off, may
+/// not have fetched lately: the fault lasts until 8 s at most).
+async fn backlog_over_200(rig: &Rig) -> f64 {
+    let url = rig.procs.admin("app-storage", "/metrics");
+    metrics::wait_for(&url, "outbox_backlog", &[], Duration::from_secs(1), |b| b > 200.0).await
 }
 
 fn count(outcomes: &[Outcome], from: f64, to: f64, status: Option<u16>) -> usize {
@@ -232,8 +227,7 @@ async fn rabbitmq_unreachable_for_5_s_then_the_backlog_drains() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     rig.rabbitmq.cut();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    // The relay, backing off, may not have fetched lately: the fault may last a second more.
-    let backlog = backlog_above(&rig, 200.0, Duration::from_secs(1)).await;
+    let backlog = backlog_over_200(&rig).await;
     rig.rabbitmq.restore();
     let outcomes = running.await.unwrap();
     eprintln!("{}", timeline(&outcomes));
@@ -252,7 +246,7 @@ async fn the_notifier_killed_and_restarted() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     rig.procs.kill("app-notifier").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let backlog = backlog_above(&rig, 200.0, Duration::from_secs(1)).await;
+    let backlog = backlog_over_200(&rig).await;
     rig.procs.spawn("app-notifier").await;
     let outcomes = running.await.unwrap();
     eprintln!("{}", timeline(&outcomes));

@@ -262,24 +262,17 @@ impl Relay {
                 failure = failed;
             }
         }
-        if !published.is_empty() {
+        let count = published.len();
+        if count > 0 {
             published.sort_unstable();
-            let request = AckOutboxRequest { ids: published.clone() };
-            let acked = self
-                .publisher
-                .storage
-                .ack_outbox(with_deadline(request, self.publisher.storage_timeout))
-                .instrument(poll)
-                .await;
-            if let Err(status) = acked {
-                self.unacked = published;
-                return Err(status);
-            }
-            BACKLOG.set(fetched.backlog - published.len() as i64);
+            // Acknowledged like a previous round's leftovers: kept for the next round if storage fails.
+            self.unacked = published;
+            self.ack_unacked().instrument(poll).await?;
+            BACKLOG.set(fetched.backlog - count as i64);
         }
         match failure {
             Some(status) => Err(status),
-            None => Ok(published.len()),
+            None => Ok(count),
         }
     }
 }
