@@ -800,6 +800,15 @@ def check_security(k8s, problems):
                 problems.add("resources", f"{who} has no memory request and limit")
 
 
+def check_demo_secret(k8s, problems):
+    """The base is what a real deployment starts from: it never lets the
+    gateway take the short demo secret. Only a local overlay allows it."""
+    for w in workloads(k8s):
+        for c in containers(w):
+            if any(e.get("name") == "ALLOW_DEMO_SECRET" for e in c.get("env", [])):
+                problems.add("demo-secret", f"{app_name(w)}/{c['name']} allows the demo webhook secret outside a local overlay")
+
+
 def dockerfile_binaries():
     text = (ROOT / "Dockerfile").read_text()
     return set(re.findall(r"--bin\s+(\S+)", text))
@@ -1565,6 +1574,8 @@ def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, s
         check_policy(k8s, mesh, graph, local)
         check_rollout(k8s, bindir, local)
         check_failure_accrual(k8s, local)
+        if not name.startswith("k8s/overlays/"):
+            check_demo_secret(k8s, local)
         if name.startswith("k8s/overlays/"):
             check_kind(k8s, versions, local)
             check_references(k8s, rendered[LINKERD_VALUES], local)
@@ -1623,6 +1634,9 @@ def mutations(rendered):
             SKIP_OUTBOUND, "50051,5432"))
     yield "the L4 demo's overlay changing something else", "l4-demo", broken(
         lambda r: find(r, L4_OVERLAY, "Deployment", "app-gateway")["spec"].__setitem__("replicas", 1))
+    yield "the base allowing the demo webhook secret", "demo-secret", broken(
+        lambda r: find(r, "k8s/base", "Deployment", "app-gateway")["spec"]["template"]["spec"]["containers"][0]
+        .setdefault("env", []).append({"name": "ALLOW_DEMO_SECRET", "value": "true"}))
     yield "an unknown field in a Deployment", "schema", broken(
         lambda r: deployment(r, "app-event")["containers"][0].__setitem__("livenesProbe", {}))
     yield "an unknown field in a Server", "schema", broken(

@@ -216,9 +216,12 @@ async fn an_oversized_body_written_in_full_before_reading_gets_its_413() {
         }
         let mut socket = TcpStream::connect(addr(&stack)).await.unwrap();
         socket.write_all(&request).await.expect("the whole body is taken before the answer");
-        let (answer, _) = read_until_closed(&mut socket, Duration::from_secs(5)).await;
+        let (answer, closed) = read_until_closed(&mut socket, Duration::from_secs(5)).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "chunked {chunked}: {answer}");
         assert!(answer.contains("payload_too_large"), "{answer}");
+        // What the client sent past the drained part is never read: the connection must end.
+        assert!(closed, "chunked {chunked}: the connection stayed open after the 413");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     }
     finish(backend, stack).await;
 }
@@ -269,9 +272,10 @@ async fn past_capacity_requests_are_refused_at_once_with_retry_after() {
 
     let (first, second) =
         tokio::join!(get(&client, stack.url("/api/stats")), get(&client, stack.url("/api/stats")));
-    let mut statuses = [first.status, second.status];
-    statuses.sort_unstable();
-    assert_eq!(statuses, [200, 503], "one read admitted, one refused");
+    let (admitted, refused) = if first.status == 503 { (second, first) } else { (first, second) };
+    assert_eq!((admitted.status, refused.status), (200, 503), "one read admitted, one refused");
+    assert_eq!(refused.body["error"]["code"], "overloaded");
+    assert_eq!(refused.headers["retry-after"], "1");
     Arc::into_inner(stack).unwrap().stop().await;
     backend.drop_database().await;
 }
@@ -287,6 +291,7 @@ async fn the_live_stream_refuses_clients_past_its_cap() {
     assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
     let third = get(&client, stack.url("/events")).await;
     assert_eq!((third.status, third.body["error"]["code"].as_str()), (503, Some("too_many_streams")));
+    assert!(third.headers.contains_key("retry-after"), "a refused stream is told when to retry");
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

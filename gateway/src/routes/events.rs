@@ -6,6 +6,7 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     sync::{
         Arc, LazyLock,
         atomic::{AtomicUsize, Ordering},
@@ -24,7 +25,7 @@ use serde_json::json;
 use ticketmesh_proto::v1::{Notification, StoredTicket, SubscribeRequest, TicketEvent};
 use ticketmesh_runtime::metrics;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 
 use crate::{error::AppError, render, state::AppState};
 
@@ -81,31 +82,21 @@ pub async fn events(State(state): State<AppState>) -> Result<Response, AppError>
         )
     })?;
     let request = SubscribeRequest { routing_keys: vec!["ticket.*".into()] };
-    let mut notifications = state.notifier().subscribe(request).await?;
-    let (buffer, buffer_bytes) = (inner.sse.buffer, inner.sse.buffer_bytes);
+    let notifications = state.notifier().subscribe(request).await?;
+    let buffer = inner.sse.buffer;
     // One slot more than the buffer: the cut-off notice always fits.
     let (tx, rx) = mpsc::channel(buffer + 1);
-    // Payload bytes in the buffer: added here, taken off as the client's stream takes them.
+    // Payload bytes in the buffer: added by the forwarder, taken off as the client's stream takes them.
     let waiting = Arc::new(AtomicUsize::new(0));
     let taken = waiting.clone();
+    let forwarder = Forwarder { tx, waiting, buffer, buffer_bytes: inner.sse.buffer_bytes };
     let mut stopping = inner.stopping.subscribe();
     tokio::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                next = notifications.message() => next,
-                () = tx.closed() => break,
-                _ = stopping.wait_for(|stopping| *stopping) => break,
-            };
-            let Ok(Some(notification)) = next else { break };
-            let size = notification.payload.len();
-            let bytes = waiting.fetch_add(size, Ordering::Relaxed) + size;
-            if tx.capacity() <= 1 || bytes > buffer_bytes {
-                SSE_ENDED.with_label_values(&["too_far_behind"]).inc();
-                let events = buffer + 1 - tx.capacity();
-                let _ = tx.try_send(Item::CutOff { events, bytes: bytes - size });
-                break;
-            }
-            let _ = tx.try_send(Item::Event(notification));
+        let stopped = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
+        if forwarder.run(notifications, stopped).await {
+            SSE_ENDED.with_label_values(&["too_far_behind"]).inc();
         }
     });
     let client = (slot, metrics::Held::new(&SSE_CLIENTS));
@@ -132,6 +123,44 @@ pub async fn events(State(state): State<AppState>) -> Result<Response, AppError>
     Ok(sse::Sse::new(events).keep_alive(keep_alive).into_response())
 }
 
+/// Hands a client's notifications to its buffer, which holds at most
+/// `buffer` events and `buffer_bytes` of payload.
+struct Forwarder {
+    tx: mpsc::Sender<Item>,
+    waiting: Arc<AtomicUsize>,
+    buffer: usize,
+    buffer_bytes: usize,
+}
+
+impl Forwarder {
+    /// Forwards until the notifications end, the client leaves or `stopped`
+    /// resolves; or until the client is too far behind, when its last item is
+    /// the cut-off notice and this returns true.
+    async fn run(
+        self,
+        notifications: impl Stream<Item = Result<Notification, tonic::Status>>,
+        stopped: impl Future<Output = ()>,
+    ) -> bool {
+        tokio::pin!(notifications, stopped);
+        loop {
+            let next = tokio::select! {
+                next = notifications.next() => next,
+                () = self.tx.closed() => return false,
+                () = &mut stopped => return false,
+            };
+            let Some(Ok(notification)) = next else { return false };
+            let size = notification.payload.len();
+            let bytes = self.waiting.fetch_add(size, Ordering::Relaxed) + size;
+            if self.tx.capacity() <= 1 || bytes > self.buffer_bytes {
+                let events = self.buffer + 1 - self.tx.capacity();
+                let _ = self.tx.try_send(Item::CutOff { events, bytes: bytes - size });
+                return true;
+            }
+            let _ = self.tx.try_send(Item::Event(notification));
+        }
+    }
+}
+
 /// One notification as its SSE event, inside the span of its processing; a
 /// payload that does not decode is sent as a comment rather than dropped
 /// silently.
@@ -150,4 +179,51 @@ fn event(n: &Notification) -> sse::Event {
         updated_at: event.received_at,
     };
     sse::Event::default().event(kind).id(n.message_id.clone()).data(render::ticket(&stored).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification(n: usize, size: usize) -> Result<Notification, tonic::Status> {
+        Ok(Notification { message_id: format!("m{n}"), payload: vec![0; size], ..Notification::default() })
+    }
+
+    /// What a client that never reads ends up with, from 100 notifications of
+    /// `size` bytes: the events buffered, then the cut-off, if any.
+    async fn stalled(
+        buffer: usize,
+        buffer_bytes: usize,
+        size: usize,
+    ) -> (usize, Option<(usize, usize)>, bool) {
+        let (tx, mut rx) = mpsc::channel(buffer + 1);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let forwarder = Forwarder { tx, waiting, buffer, buffer_bytes };
+        let notifications = tokio_stream::iter((0..100).map(|n| notification(n, size)));
+        let cut = forwarder.run(notifications, std::future::pending()).await;
+        let (mut events, mut notice) = (0, None);
+        while let Ok(item) = rx.try_recv() {
+            match item {
+                Item::Event(_) => events += 1,
+                Item::CutOff { events, bytes } => notice = Some((events, bytes)),
+            }
+        }
+        (events, notice, cut)
+    }
+
+    #[tokio::test]
+    async fn a_client_is_cut_off_at_its_event_bound_when_the_events_are_small() {
+        assert_eq!(stalled(4, 1 << 20, 10).await, (4, Some((4, 40)), true));
+    }
+
+    #[tokio::test]
+    async fn a_client_is_cut_off_at_its_byte_bound_when_the_events_are_large() {
+        // 1,000 bytes each, 2,500 allowed: the third event would pass the bound.
+        assert_eq!(stalled(64, 2_500, 1_000).await, (2, Some((2, 2_000)), true));
+    }
+
+    #[tokio::test]
+    async fn a_client_within_both_bounds_gets_every_event_and_stays() {
+        assert_eq!(stalled(100, 1_000, 10).await, (100, None, false));
+    }
 }

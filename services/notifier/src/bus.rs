@@ -344,7 +344,41 @@ impl Amqp {
 
 #[cfg(test)]
 mod tests {
-    use super::topic_matches;
+    use super::*;
+
+    /// A subscriber that stops reading holds at most SUBSCRIBER_PREFETCH
+    /// messages in this process and SUBSCRIBER_QUEUE_MAX at the broker, the
+    /// newest: of 1,500 published while it did not read, it gets no more
+    /// than those two bounds, ending with the last one published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs RabbitMQ (make test runs it)"]
+    async fn a_subscriber_that_stops_reading_keeps_a_bounded_backlog_of_the_newest() {
+        let url =
+            std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let exchange = format!("test.bounded.{}", std::process::id());
+        let bus = Bus::Amqp(Box::new(Amqp::new(&url, &exchange, Duration::from_secs(5))));
+        let mut stream = bus.subscribe(vec!["#".into()]).await.unwrap();
+        let published = 1_500;
+        for n in 0..published {
+            let message = Message {
+                message_id: format!("m{n}"),
+                routing_key: "ticket.created".into(),
+                content_type: "text/plain".into(),
+                payload: vec![b'x'; 100],
+                headers: Default::default(),
+            };
+            bus.publish(&message).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+            got.push(n.message_id);
+        }
+        let queue = usize::try_from(SUBSCRIBER_QUEUE_MAX).unwrap();
+        let bound = usize::from(SUBSCRIBER_PREFETCH) + queue;
+        assert!(got.len() <= bound, "{} of {published} reached the subscriber (bound {bound})", got.len());
+        assert!(got.len() >= queue, "only {} reached the subscriber", got.len());
+        assert_eq!(got.last().map(String::as_str), Some("m1499"), "the newest are kept");
+    }
 
     #[test]
     fn topic_patterns_match_like_rabbitmq() {

@@ -525,6 +525,46 @@ async fn several_writers_keep_each_tickets_outbox_in_commit_order() {
     scratch.drop_database().await;
 }
 
+/// A batch the database refuses for one event's data (a NUL in a text
+/// column) is split until that event stands alone: every other event of the
+/// batch is stored once, in its order, and only that one is refused.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (make test runs it)"]
+async fn postgres_a_refused_event_is_isolated_and_the_rest_of_its_batch_stored() {
+    let scratch = db::ScratchPostgres::create("tm_test_isolate").await;
+    let db = scratch.db.clone();
+    db.migrate().await.unwrap();
+    let bad = 11;
+    let events: Vec<NewEvent> = (0..16)
+        .map(|i| {
+            let mut t = ticket(&format!("ISO{i:02}"), "Concert");
+            if i == bad {
+                t.title = "bad\0title".into();
+            }
+            NewEvent {
+                event: created(&format!("iso-{i}"), t),
+                payload: b"{}".to_vec(),
+                traceparent: String::new(),
+            }
+        })
+        .collect();
+    let batch: Vec<&NewEvent> = events.iter().collect();
+    let outcome = writer::commit_isolating(&db, &batch, TIMEOUT).await;
+    for (i, result) in outcome.iter().enumerate() {
+        if i == bad {
+            assert!(matches!(result, Err(db::StoreError::Refused(_))), "the bad event: {result:?}");
+        } else {
+            assert!(matches!(result, Ok(true)), "event {i}: {result:?}");
+        }
+    }
+    let (outbox, _) = db.outbox(100).await.unwrap();
+    let stored: Vec<&str> = outbox.iter().map(|m| m.ticket_number.as_str()).collect();
+    let expected: Vec<String> = (0..16).filter(|i| *i != bad).map(|i| format!("ISO{i:02}")).collect();
+    assert_eq!(stored, expected, "every other event stored once, in order");
+    drop(db);
+    scratch.drop_database().await;
+}
+
 /// A fold that fails is reported as failing until one works again: what
 /// `storage_stats_fold_failing`, and the alert StatsFoldFailing, show.
 #[tokio::test]

@@ -131,7 +131,7 @@ async fn run(
 /// split in halves, committed first half first, until the refused events
 /// stand alone. Every other event is stored, in its order, at a cost of about
 /// two transactions per halving; an outage fails the range it hits, as before.
-async fn commit_isolating(
+pub(crate) async fn commit_isolating(
     db: &Database,
     events: &[&NewEvent],
     timeout: Duration,

@@ -117,7 +117,45 @@ pub enum VerifyError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// A certificate is fetched once and its key kept: a second message
+    /// signed with it is checked without asking the origin again.
+    #[tokio::test]
+    async fn a_certificate_is_fetched_once_then_kept() {
+        let pem = include_str!("../../../testdata/sns/localstack-cert.pem");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counted = fetches.clone();
+        tokio::spawn(async move {
+            // One request per connection (Connection: close): connections count the fetches.
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, SeqCst);
+                let mut head = vec![0; 4096];
+                let _ = socket.read(&mut head).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{pem}",
+                    pem.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let verifier = Verifier::new(vec![origin.clone()], Duration::from_secs(5)).unwrap();
+        let uri = allowed_certificate_url(
+            &format!("{origin}/_aws/sns/SimpleNotificationService-test.pem"),
+            &[origin],
+        )
+        .unwrap();
+        let first = verifier.key(uri.clone()).await.unwrap();
+        let second = verifier.key(uri).await.unwrap();
+        assert_eq!(first, second);
+        assert_eq!(fetches.load(SeqCst), 1, "the certificate was fetched again");
+    }
 
     #[test]
     fn certificates_come_only_from_sns_hosts_or_the_configured_origins() {

@@ -191,3 +191,60 @@ impl GrpcServer {
         Ok(served?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use ticketmesh_proto::v1::{
+        HelloRequest, event_service_client::EventServiceClient, event_service_server::SERVICE_NAME,
+    };
+
+    use super::*;
+    use crate::faults::Targets;
+
+    /// One client connection with more calls in progress than the server
+    /// takes: the excess is refused at once with RESOURCE_EXHAUSTED, and
+    /// the calls within the limit go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_past_the_per_connection_limit_are_refused_at_once() {
+        // Every call waits 2 s in the server (past the limit check, before
+        // routing: this server has no EventService, so those that go on end
+        // UNIMPLEMENTED), so all of them are in progress together.
+        let faults =
+            Faults::from_spec("test", Targets::grpc(&[SERVICE_NAME], &[]), "Hello=delay:2s").unwrap();
+        let server = GrpcServer::new(&[SERVICE_NAME]).await.unwrap().with_faults(faults);
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = grpc.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(grpc, admin, async {
+            let _ = stopped.await;
+        }));
+        // One channel: one HTTP/2 connection.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let excess = 20;
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..MAX_CALLS_PER_CONNECTION + excess {
+            let mut client = EventServiceClient::new(channel.clone());
+            calls.spawn(async move {
+                let started = Instant::now();
+                let code = client.hello(HelloRequest {}).await.map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+                (code, started.elapsed())
+            });
+        }
+        let answers = calls.join_all().await;
+        let refused: Vec<_> = answers.iter().filter(|(c, _)| *c == tonic::Code::ResourceExhausted).collect();
+        let went_on = answers.iter().filter(|(c, _)| *c == tonic::Code::Unimplemented).count();
+        assert_eq!((went_on, refused.len()), (MAX_CALLS_PER_CONNECTION, excess), "{answers:?}");
+        for (_, took) in refused {
+            assert!(*took < Duration::from_secs(1), "a refusal waited {took:?}, as if queued");
+        }
+        let _ = stop.send(());
+        serving.await.unwrap().unwrap();
+    }
+}
