@@ -57,7 +57,9 @@ pub struct Limits {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// Webhooks (POST /webhook, POST /sns) in flight at once; past it, 503 at once.
-    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 64)]
+    /// About 1.5× what keeps one gateway's path busy on two cores (about 30
+    /// in flight reach its capacity): more only queues, and slows the refusals.
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 48)]
     pub webhook_concurrency: usize,
     /// Reads (GET /api/…) in flight at once; past it, 503 at once.
     #[arg(long, env = "READ_CONCURRENCY", default_value_t = 32)]
