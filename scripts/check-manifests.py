@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -809,6 +810,30 @@ def check_demo_secret(k8s, problems):
                 problems.add("demo-secret", f"{app_name(w)}/{c['name']} allows the demo webhook secret outside a local overlay")
 
 
+def app_env(k8s, app, var):
+    """The literal value of `var` in Deployment `app`, or None."""
+    workload = named(k8s, "Deployment", app)
+    return None if workload is None else env_value(workload, var)
+
+
+def origin(url):
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def check_sns_origins(k8s, problems):
+    """The gateway fetches SNS signing certificates only from AWS's hosts and
+    SNS_CERT_ORIGINS: the notifier's own SNS endpoint (LocalStack) must be one
+    of them, or every delivery it sends to POST /sns is refused as forged."""
+    endpoint = app_env(k8s, "app-notifier", "SNS_ENDPOINT_URL")
+    if not endpoint:
+        return
+    origins = [origin(o.strip()) for o in (app_env(k8s, "app-gateway", "SNS_CERT_ORIGINS") or "").split(",") if o.strip()]
+    if origin(endpoint) not in origins:
+        problems.add("sns-origins", f"app-notifier publishes through {endpoint}, whose certificates app-gateway "
+                                    f"does not fetch (SNS_CERT_ORIGINS: {origins or 'unset'})")
+
+
 def dockerfile_binaries():
     text = (ROOT / "Dockerfile").read_text()
     return set(re.findall(r"--bin\s+(\S+)", text))
@@ -1574,6 +1599,7 @@ def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, s
         check_policy(k8s, mesh, graph, local)
         check_rollout(k8s, bindir, local)
         check_failure_accrual(k8s, local)
+        check_sns_origins(k8s, local)
         if not name.startswith("k8s/overlays/"):
             check_demo_secret(k8s, local)
         if name.startswith("k8s/overlays/"):
@@ -1634,6 +1660,9 @@ def mutations(rendered):
             SKIP_OUTBOUND, "50051,5432"))
     yield "the L4 demo's overlay changing something else", "l4-demo", broken(
         lambda r: find(r, L4_OVERLAY, "Deployment", "app-gateway")["spec"].__setitem__("replicas", 1))
+    yield "the notifier's SNS endpoint moved, not the gateway's certificate origin", "sns-origins", broken(
+        lambda r: next(e for e in find(r, kind, "Deployment", "app-notifier")["spec"]["template"]["spec"]["containers"][0]
+                       ["env"] if e["name"] == "SNS_ENDPOINT_URL").__setitem__("value", "http://infra-localstack:4567"))
     yield "the base allowing the demo webhook secret", "demo-secret", broken(
         lambda r: find(r, "k8s/base", "Deployment", "app-gateway")["spec"]["template"]["spec"]["containers"][0]
         .setdefault("env", []).append({"name": "ALLOW_DEMO_SECRET", "value": "true"}))
