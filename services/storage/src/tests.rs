@@ -167,6 +167,11 @@ async fn get_ticket_of_an_unknown_number_is_not_found_with_the_number_quoted() {
     let missing = get(&s, "PETZI-404").await.unwrap_err();
     assert_eq!((missing.code(), missing.message()), (Code::NotFound, "no ticket \"PETZI-404\""));
     assert_eq!(get(&s, "").await.unwrap_err().code(), Code::InvalidArgument);
+    // A 70 KB number is quoted shortened: the error fits any header budget.
+    let long = "N".repeat(70_000);
+    let missing = get(&s, &long).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(missing.message().len() < 200 && missing.message().contains("70000"), "{}", missing.message());
 }
 
 // ListTickets: newest first, page by page through next_page_token (empty on
@@ -229,6 +234,9 @@ async fn list_tickets_refuses_bad_page_sizes_and_tokens() {
         assert_eq!(refused.code(), Code::InvalidArgument, "page_token {token}");
         assert!(refused.message().contains(&format!("\"{token}\"")), "{}", refused.message());
     }
+    let refused = list(&s, page(10, &"9".repeat(70_000))).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().len() < 200, "a 70 KB token echoed: {} bytes", refused.message().len());
 }
 
 // GetStats counts tickets, cancellations (by reason, and the events
