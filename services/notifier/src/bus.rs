@@ -370,7 +370,7 @@ mod tests {
             bus.publish(&message).await.unwrap();
         }
         let mut got = Vec::new();
-        while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+        while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(3), stream.next()).await {
             got.push(n.message_id);
         }
         let queue = usize::try_from(SUBSCRIBER_QUEUE_MAX).unwrap();
