@@ -1600,11 +1600,11 @@ def run_checks(rendered, graph, versions, binaries, bindir, probes, only=None, s
         check_rollout(k8s, bindir, local)
         check_failure_accrual(k8s, local)
         check_sns_origins(k8s, local)
-        if not name.startswith("k8s/overlays/"):
-            check_demo_secret(k8s, local)
         if name.startswith("k8s/overlays/"):
             check_kind(k8s, versions, local)
             check_references(k8s, rendered[LINKERD_VALUES], local)
+        else:
+            check_demo_secret(k8s, local)
         problems.extend(f"{name}: {p}" for p in local)
     k8s = rendered["k8s/overlays/kind"]
     check_l4_demo(rendered, graph, problems)
